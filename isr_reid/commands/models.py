@@ -1,0 +1,53 @@
+"""isr-reid models: the zoo as a table."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "list the model zoo: name, embedding dim, input size, weights available"
+DESCRIPTION = """List every model name that load_model() and --model accept.
+
+'weights' says where pretrained weights come from: 'hub' (downloaded from the Hugging Face hub
+and cached), 'url' (downloaded from the authors' host and converted once), 'manual' (the host
+needs a browser: the error message says what to fetch), '-' (architecture only, no published
+weights; use it with --weights or train it)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the table as JSON")
+
+
+def weights_availability(entry: dict) -> str:
+    """'hub', 'url', 'manual' or '-' for a manifest entry: its most convenient source."""
+    kinds = [s.get("type") for s in entry.get("sources", [])]
+    for kind in ("hub", "url", "manual"):
+        if kind in kinds:
+            return kind
+    return "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from ..zoo import read_manifest
+
+    rows = []
+    for name, entry in sorted(read_manifest()["models"].items()):
+        h, w = entry["input_size"]
+        rows.append({
+            "name": name,
+            "embed_dim": entry["embed_dim"],
+            "input_size": f"{h}x{w}",
+            "weights": weights_availability(entry),
+            "architecture": entry["architecture"],
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cols = ["name", "embed_dim", "input_size", "weights", "architecture"]
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    print("  ".join("-" * widths[c] for c in cols))
+    for r in rows:
+        print("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
+    return 0
