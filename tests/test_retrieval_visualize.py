@@ -1,0 +1,51 @@
+"""draw_ranked_results: layout, border colours, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from isr_reid.retrieval.visualize import draw_ranked_results
+
+
+def _solid(color: tuple[int, int, int]) -> Image.Image:
+    return Image.new("RGB", (20, 40), color)
+
+
+def test_layout_and_borders(tmp_path):
+    queries = [_solid((0, 0, 255)), _solid((255, 255, 0))]
+    gallery = [_solid((10 * i, 10 * i, 10 * i)) for i in range(5)]
+    gallery_path = tmp_path / "g3.png"
+    gallery[3].save(gallery_path)
+    gallery[3] = gallery_path  # paths are accepted too
+    ranked = np.array([[3, 1, 0], [4, 2, 3]])
+    correct = np.array([[True, False, True], [False, False, True]])
+    out = draw_ranked_results(queries, gallery, ranked, correct=correct, scores=np.ones((2, 3)),
+                              out_path=tmp_path / "sub" / "r.png", thumb_size=(32, 16))
+    img = np.asarray(Image.open(out).convert("RGB"))
+    # height: 2 rows of (32 + 14 label + 4 gap); width: 16 + 12 + 3 * (16 + 4)
+    assert img.shape == (2 * 50, 16 + 12 + 3 * 20, 3)
+    assert tuple(img[10, 5]) == (0, 0, 255)          # first query thumbnail
+    assert tuple(img[60, 5]) == (255, 255, 0)        # second query thumbnail
+    for i in range(2):
+        for j in range(3):
+            x = 16 + 12 + j * 20
+            y = i * 50
+            expected = (0, 170, 0) if correct[i, j] else (220, 0, 0)
+            assert tuple(img[y + 1, x + 1]) == expected          # border pixel
+            v = 10 * ranked[i, j]
+            assert tuple(img[y + 16, x + 8]) == (v, v, v)        # thumbnail centre
+    assert not list((tmp_path / "sub").glob(".*.tmp"))
+
+
+def test_bad_inputs(tmp_path):
+    q = [_solid((0, 0, 0))]
+    with pytest.raises(IndexError, match="ranked_indices"):
+        draw_ranked_results(q, [_solid((0, 0, 0))], np.array([[1]]), out_path=tmp_path / "x.png")
+    with pytest.raises(ValueError, match="correct"):
+        draw_ranked_results(q, [_solid((0, 0, 0))], np.array([[0]]), correct=np.ones((1, 2), bool),
+                            out_path=tmp_path / "x.png")
+    with pytest.raises(FileNotFoundError, match="gallery_images"):
+        draw_ranked_results(q, [tmp_path / "missing.jpg"], np.array([[0]]), out_path=tmp_path / "x.png")
+    assert not (tmp_path / "x.png").exists()
