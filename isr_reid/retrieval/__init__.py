@@ -1,0 +1,8 @@
+"""Retrieval: distances, top-k search, ranking metrics, k-reciprocal re-ranking, a gallery index."""
+
+from __future__ import annotations
+
+from .distance import pairwise_distance, topk
+from .metrics import RankResult, evaluate_rank
+
+__all__ = ["RankResult", "evaluate_rank", "pairwise_distance", "topk"]
