@@ -1,53 +1,252 @@
-"""Weights: resolve a model's weights (local file, hub layout, hub, upstream URL), load, save.
+"""Weights: resolve a model's weights (local file, hub layout, hub, upstream URL), verify, load, save.
 
-The weights-issue work (hub download, upstream URLs, cache, digests, model card) extends this
-module; the functions below are the contract that :func:`isr_reid.load_model` relies on.
+Resolution of a zoo name walks its manifest ``sources`` in order: a Hugging Face hub file at a
+pinned revision (huggingface_hub's cache), an upstream URL (downloaded once into the isr_reid
+cache, checked, converted once to safetensors keyed by the upstream file's sha256), a manual
+source (a file the user saved into the cache), and otherwise raises :class:`WeightsNotFoundError`
+saying what to fetch, from where, and where to put it. Pickles are only read by
+:mod:`isr_reid.convert`, with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._cache import cache_root, converted_path, download_path, file_lock, is_offline, sha256_file
+from ._download import DownloadError, IntegrityError, download_url
+from ._hub import HUB_PREFIX, HubError, hub_download, hub_evict, parse_hub_spec
 from ._io import atomic_path
-from .zoo import ModelConfig
+from .zoo import ModelConfig, get_config, read_manifest
 
 if TYPE_CHECKING:
     from .models.base import ReIDModel
 
-__all__ = ["config_from_weights", "load_state_dict_strict", "resolve_state_dict", "save_pretrained"]
+__all__ = [
+    "CONFIG_NAME",
+    "UPSTREAM_SUFFIXES",
+    "WEIGHTS_NAME",
+    "IntegrityError",
+    "WeightsNotFoundError",
+    "config_from_weights",
+    "fetch_weights",
+    "load_state_dict_strict",
+    "resolve_state_dict",
+    "save_pretrained",
+    "weights_sources",
+]
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+CARD_NAME = "README.md"
+UPSTREAM_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """No source of a model's weights could be used; the message says what to fetch and where to put it."""
+
+
+def weights_sources(name: str) -> list[dict[str, Any]]:
+    """The manifest's weight sources of zoo model ``name``, in order of preference."""
+    get_config(name)  # an unknown name raises with suggestions
+    return [dict(s) for s in read_manifest()["models"][name].get("sources", [])]
+
+
+def _warn_unpinned(what: str, digest: str) -> None:
+    warnings.warn(
+        f"{what} has no sha256 pinned in weights_manifest.json; the file used has sha256 {digest} "
+        "(a maintainer can pin it there)",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _check_digest(path: Path, expected: str | None, what: str) -> str:
+    digest = sha256_file(path)
+    if expected is not None and digest != expected.lower():
+        raise IntegrityError(f"sha256 mismatch for {what}: expected {expected.lower()}, found {digest}")
+    if expected is None:
+        _warn_unpinned(what, digest)
+    return digest
+
+
+def _from_hub(source: Mapping[str, Any], progress: bool | None) -> Path:
+    what = f"hf-hub:{source['repo_id']}@{source['revision']}/{source['filename']}"
+    path = hub_download(source["repo_id"], source["filename"], source["revision"], progress=progress)
+    try:
+        _check_digest(path, source.get("sha256"), what)
+    except IntegrityError as e:
+        hub_evict(path)
+        raise IntegrityError(f"{e}; the file was removed from the hub cache") from None
+    return path
+
+
+def _convert_upstream(path: Path, architecture: str) -> dict[str, torch.Tensor]:
+    try:
+        from .convert import convert_checkpoint, read_upstream_checkpoint
+    except ImportError as e:  # pragma: no cover - convert.py ships with the package
+        raise RuntimeError(f"cannot convert {path}: isr_reid.convert is unavailable ({e})") from e
+    checkpoint = read_upstream_checkpoint(path)
+    return {k: v.contiguous() for k, v in convert_checkpoint(checkpoint, architecture).items()}
+
+
+def _save_state(state: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+
+
+def _converted(upstream: Path, digest: str, cfg: ModelConfig) -> Path:
+    """The cached safetensors conversion of ``upstream`` (whose sha256 is ``digest``), made if missing."""
+    out = converted_path(digest, cfg.architecture)
+    if not out.is_file():
+        state = _convert_upstream(upstream, cfg.architecture)
+        _save_state(state, out, {"format": "pt", "architecture": cfg.architecture, "source_sha256": digest})
+    return out
+
+
+def _from_upstream(name: str, cfg: ModelConfig, source: Mapping[str, Any], progress: bool | None) -> Path:
+    """A ``url`` or ``manual`` source: the cached conversion, else the (downloaded or hand-placed) file converted."""
+    pinned = source.get("sha256")
+    if pinned and converted_path(pinned, cfg.architecture).is_file():
+        return converted_path(pinned, cfg.architecture)
+    local = download_path(name, source["filename"])
+    with file_lock(f"{name}-{source['filename']}"):
+        if pinned and converted_path(pinned, cfg.architecture).is_file():
+            return converted_path(pinned, cfg.architecture)  # another process finished meanwhile
+        if local.is_file():
+            what = f"{local} (for {name})"
+            try:
+                digest = _check_digest(local, pinned, what)
+            except IntegrityError as e:
+                local.unlink()
+                raise IntegrityError(f"{e}; the file was removed") from None
+        elif source["type"] == "manual":
+            raise WeightsNotFoundError(f"{local} does not exist")
+        elif is_offline():
+            raise WeightsNotFoundError(f"offline (HF_HUB_OFFLINE/ISR_REID_OFFLINE) and {local} is not cached")
+        else:
+            digest = download_url(source["url"], local, sha256=pinned, progress=progress)
+            if not pinned:
+                _warn_unpinned(f"{source['url']} (for {name})", digest)
+        return _converted(local, digest, cfg)
+
+
+def _instructions(name: str, source: Mapping[str, Any]) -> str:
+    local = download_path(name, source["filename"])
+    how = source.get("instructions") or "download it"
+    return f"fetch {source['filename']} from {source['url']} ({how}) and save it as {local}"
+
+
+def fetch_weights(
+    name: str, *, sources: Sequence[Mapping[str, Any]] | None = None, progress: bool | None = None
+) -> Path:
+    """The local safetensors file of zoo model ``name``'s pretrained weights, fetched and converted if needed.
+
+    ``sources`` defaults to the manifest's; they are tried in order. Integrity errors (sha256,
+    truncation, wrong architecture) raise at once; an unreachable source moves on to the next.
+    """
+    cfg = get_config(name)
+    sources = weights_sources(name) if sources is None else [dict(s) for s in sources]
+    tried: list[str] = []
+    todo: list[str] = []
+    for source in sources:
+        kind = source.get("type")
+        try:
+            if kind == "hub":
+                return _from_hub(source, progress)
+            if kind in ("url", "manual"):
+                return _from_upstream(name, cfg, source, progress)
+            raise ValueError(f"weights source of {name!r} has unknown type {kind!r}: {source}")
+        except (HubError, DownloadError, WeightsNotFoundError) as e:
+            tried.append(f"- {kind}: {e}")
+            if kind in ("url", "manual"):
+                todo.append(f"- {_instructions(name, source)}")
+    if not sources:
+        raise WeightsNotFoundError(
+            f"no published weights are known for {name!r}; pass weights=PATH (a .safetensors file, a "
+            "hub-layout directory, an upstream checkpoint, or 'hf-hub:owner/repo@rev'), or pretrained=False"
+        )
+    msg = [f"could not get the weights of {name!r} from any source:", *tried]
+    if todo:
+        msg += ["To fix it:", *todo, f"- or pass weights=PATH to load_model (the isr_reid cache is {cache_root()})"]
+    raise WeightsNotFoundError("\n".join(msg))
 
 
 def config_from_weights(weights: str | Path) -> ModelConfig | None:
-    """The :class:`ModelConfig` saved beside weights in hub layout (``config.json``), else None."""
-    path = Path(weights)
-    if path.is_dir() and (path / CONFIG_NAME).is_file():
-        with open(path / CONFIG_NAME, encoding="utf-8") as f:
+    """The :class:`ModelConfig` saved beside weights in hub layout (``config.json``), else None.
+
+    ``weights`` may be a local directory or ``"hf-hub:owner/repo[@rev]"`` (its ``config.json`` is fetched).
+    """
+    text = str(weights)
+    if text.startswith(HUB_PREFIX):
+        repo_id, revision = parse_hub_spec(text)
+        try:
+            path = hub_download(repo_id, CONFIG_NAME, revision)
+        except HubError:
+            return None  # no config.json there (or unreachable): the weights download will say why
+    else:
+        path = Path(weights).expanduser() / CONFIG_NAME
+        if not path.is_file():
+            return None
+    with open(path, encoding="utf-8") as f:
+        try:
             return ModelConfig.from_dict(json.load(f))
-    return None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path} is not a valid isr_reid config.json: {e}") from e
+
+
+def _load_safetensors(path: Path, cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{source} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+    found = metadata.get("architecture")
+    if found and found != cfg.architecture:
+        raise ValueError(
+            f"{source} holds weights of architecture {found!r} (model {metadata.get('model', '?')!r}); "
+            f"expected {cfg.architecture!r} for model {cfg.name!r}"
+        )
+    return state
 
 
 def resolve_state_dict(cfg: ModelConfig, weights: str | Path | None) -> dict[str, torch.Tensor]:
-    """The state dict for ``cfg`` from ``weights`` (a ``.safetensors`` file or a hub-layout directory)."""
-    from safetensors.torch import load_file
-
+    """The state dict for ``cfg`` from ``weights``: None (the manifest's sources for ``cfg.name``),
+    a ``.safetensors`` file, a hub-layout directory, an upstream checkpoint, or ``"hf-hub:owner/repo[@rev]"``."""
     if weights is None:
-        raise FileNotFoundError(f"no published weights are configured for {cfg.name!r}; pass weights=PATH")
-    path = Path(weights)
+        return _load_safetensors(fetch_weights(cfg.name), cfg, source=f"the weights of {cfg.name!r}")
+    text = str(weights)
+    if text.startswith(HUB_PREFIX):
+        repo_id, revision = parse_hub_spec(text)
+        return _load_safetensors(hub_download(repo_id, WEIGHTS_NAME, revision), cfg, source=text)
+    path = Path(weights).expanduser()
     if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+            raise FileNotFoundError(f"{path} is not in hub layout: no {WEIGHTS_NAME} in it (found: {found})")
         path = path / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix != ".safetensors":
-        raise ValueError(f"unrecognised weights file {path}: expected a .safetensors file")
-    return load_file(str(path))
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path, cfg, source=str(path))
+    if path.suffix in UPSTREAM_SUFFIXES:
+        return _convert_upstream(path, cfg.architecture)
+    raise ValueError(
+        f"unrecognised weights file {path}: expected .safetensors, a hub-layout directory, or an upstream "
+        f"checkpoint ({', '.join(UPSTREAM_SUFFIXES)})"
+    )
 
 
 def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -71,15 +270,32 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
     model.load_state_dict(state_dict, strict=True)
 
 
-def save_pretrained(model: ReIDModel, directory: str | Path) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` into ``directory`` (hub layout), atomically."""
-    from safetensors.torch import save_file
+def save_pretrained(
+    model: ReIDModel,
+    directory: str | Path,
+    *,
+    repo_id: str | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into ``directory`` (hub layout).
+
+    ``repo_id`` goes into the card's usage example; ``provenance`` (e.g. the upstream file and its
+    sha256) is recorded in the card. Every file is written atomically.
+    """
+    from . import __version__
+    from ._card import model_card
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(directory / WEIGHTS_NAME) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "model": model.cfg.name})
+    cfg = model.cfg
+    _save_state(
+        model.state_dict(),
+        directory / WEIGHTS_NAME,
+        {"format": "pt", "model": cfg.name, "architecture": cfg.architecture, "isr_reid_version": __version__},
+    )
     with atomic_path(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(model.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    entry = read_manifest()["models"].get(cfg.name, {})
+    with atomic_path(directory / CARD_NAME) as tmp:
+        tmp.write_text(model_card(cfg, entry, repo_id=repo_id, provenance=provenance), encoding="utf-8")
     return directory
