@@ -92,7 +92,7 @@ def test_rerank_bad_inputs(rng):
 
 
 def test_rerank_small_chunks_same_result(rng, monkeypatch):
-    import isr_reid.retrieval.rerank as rr
+    import isr_reid.retrieval.reranking as rr
 
     q, g = _features(rng, 10, 30)
     args = (_euclid(q, g), _euclid(q, q), _euclid(g, g))

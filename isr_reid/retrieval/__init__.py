@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .distance import pairwise_distance, topk
 from .metrics import RankResult, evaluate_rank
-from .rerank import rerank, rerank_features
+from .reranking import rerank, rerank_features
 
 __all__ = ["RankResult", "evaluate_rank", "pairwise_distance", "rerank", "rerank_features", "topk"]
