@@ -1,0 +1,299 @@
+"""ISR training on unlabeled video: mine positive pairs across frames, train with the reliability-guided loss.
+
+One step (Dou et al., ICCV 2023, with the choices the paper leaves open made here):
+
+1. The sampler draws ``videos_per_batch`` frame pairs (t, t + delta), one per video, delta uniform in
+   ``delta`` frame steps (default 1 to 4: close enough that most persons are still in view, far
+   enough that pose and occlusion change); each frame keeps at most
+   ``batch_size // (2 * videos_per_batch)`` crops. Several videos per batch give negatives that are
+   surely different persons.
+2. All crops are embedded by the model in train mode (random horizontal flip). Pairs are mined on
+   these embeddings, detached (no gradient goes through the matching), or, with ``momentum``, on the
+   embeddings of a momentum (EMA) copy of the model in eval mode (MoCo-style, steadier targets).
+3. Per frame pair: maximum-weight bipartite matching of the cosine similarities; each matched pair
+   gets a reliability (:func:`isr_reid.train.matching.pair_reliability`).
+4. Loss: :func:`isr_reid.train.losses.reliability_contrastive_loss` over the whole batch.
+
+Adam (lr 3.5e-4, weight decay 5e-4, the usual ReID setting) with linear warm-up and cosine decay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from .._io import atomic_path
+from ..kernels import normalize_images
+from ._common import (
+    CHECKPOINT_NAME,
+    NonFiniteLossError,
+    amp_setup,
+    load_checkpoint,
+    load_crops,
+    save_checkpoint,
+    setup_distributed,
+    show_progress,
+    warmup_cosine,
+)
+from .losses import reliability_contrastive_loss
+from .matching import mine_pairs
+
+if TYPE_CHECKING:
+    from ..data.video import VideoSet
+    from ..models.base import ReIDModel
+
+__all__ = ["NonFiniteLossError", "TrainResult", "train_isr"]
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: one record per step (loss, pairs, reliability, images/s, lr), where it wrote."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    steps: int = 0
+    output_dir: Path | None = None
+    resumed_from: int | None = None
+
+    @property
+    def losses(self) -> list[float]:
+        return [h["loss"] for h in self.history]
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, momentum: float) -> None:
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.mul_(momentum).add_(pm.detach(), alpha=1 - momentum)
+        for be, bm in zip(ema.buffers(), model.buffers()):
+            be.copy_(bm)
+
+
+def _all_finite(value: torch.Tensor, world_size: int) -> bool:
+    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def train_isr(
+    model: ReIDModel,
+    videos: str | Path | VideoSet,
+    *,
+    max_steps: int = 1000,
+    batch_size: int = 64,
+    videos_per_batch: int = 4,
+    lr: float = 3.5e-4,
+    weight_decay: float = 5e-4,
+    warmup_steps: int | None = None,
+    temperature: float = 0.07,
+    delta: tuple[int, int] = (1, 4),
+    reliability: str = "margin",
+    margin_scale: float = 0.1,
+    min_similarity: float | None = None,
+    momentum: float | None = None,
+    min_score: float | None = None,
+    min_size: float | Sequence[float] = 0.0,
+    flip_prob: float = 0.5,
+    output_dir: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    seed: int = 0,
+    amp: bool | None = None,
+    device: str | torch.device | None = None,
+    progress: bool | None = None,
+    log_every: int = 0,
+    log: Callable[[str], None] | None = None,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` with ISR on unlabeled videos (a MOT folder, a crop folder, a crop list, or a VideoSet).
+
+    Writes ``output_dir/checkpoint.pt`` every ``checkpoint_every`` steps and at the end (atomically),
+    and the final model with ``save_pretrained`` (loads with ``load_model(NAME, weights=output_dir)``).
+    ``resume=True`` continues from ``output_dir/checkpoint.pt`` and reaches the same weights as an
+    uninterrupted run. Under torchrun each rank samples its own videos and DDP all-reduces the
+    gradients. A NaN/inf loss raises :class:`NonFiniteLossError`. ``callback(record)`` runs after
+    each step. The model is returned to eval mode.
+    """
+    from ..data.video import FramePairSampler, load_videos
+
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    if videos_per_batch < 1 or batch_size < 2 * videos_per_batch:
+        raise ValueError(
+            f"batch_size ({batch_size}) must hold at least one crop per frame: >= 2 * videos_per_batch ({videos_per_batch})"
+        )
+    if momentum is not None and not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+    if resume and output_dir is None:
+        raise ValueError("resume=True needs output_dir (where checkpoint.pt is)")
+    out = Path(output_dir) if output_dir is not None else None
+    dist_info = setup_distributed(device)
+    dev = dist_info.device
+    use_amp, amp_dtype = amp_setup(amp, dev)
+
+    vs = load_videos(videos, min_score=min_score, min_size=min_size)
+    sampler = FramePairSampler(
+        vs,
+        pairs_per_batch=videos_per_batch,
+        max_crops_per_frame=batch_size // (2 * videos_per_batch),
+        delta=delta,
+        seed=seed * 1000 + dist_info.rank,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+    )
+    flip_gen = torch.Generator().manual_seed(seed * 1000 + dist_info.rank + 1)
+    torch.manual_seed(seed)
+
+    model.to(dev).train()
+    ema = None
+    if momentum is not None:
+        ema = copy.deepcopy(model).eval()
+        ema.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    warm = max(1, max_steps // 10) if warmup_steps is None else warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, max_steps, warm))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    result = TrainResult(output_dir=out)
+    start = 0
+    ckpt_path = out / CHECKPOINT_NAME if out is not None else None
+    if resume and ckpt_path is not None and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        rank_key = str(dist_info.rank)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            if state.get("ema") is None:
+                raise ValueError(f"{ckpt_path} was written without a momentum encoder; resume with momentum=None")
+            ema.load_state_dict(state["ema"])
+        if rank_key not in state["ranks"]:
+            raise ValueError(f"{ckpt_path} has no state for rank {rank_key}: resume with the same number of processes")
+        sampler.load_state_dict(state["ranks"][rank_key]["sampler"])
+        flip_gen.set_state(state["ranks"][rank_key]["flip_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        result.history = list(state.get("history", []))
+        result.resumed_from = start
+
+    net: torch.nn.Module = model
+    if dist_info.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    size = tuple(model.cfg.input_size)
+    config = {
+        "model": model.cfg.name, "max_steps": max_steps, "batch_size": batch_size,
+        "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warm,
+        "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
+        "min_similarity": min_similarity, "momentum": momentum, "seed": seed, "world_size": dist_info.world_size,
+    }
+
+    def write_checkpoint(step: int) -> None:
+        ranks = {str(dist_info.rank): {"sampler": sampler.state_dict(), "flip_rng": flip_gen.get_state()}}
+        if dist_info.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * dist_info.world_size
+            dist.all_gather_object(gathered, ranks)
+            ranks = {k: v for g in gathered for k, v in g.items()}
+        if dist_info.is_main and ckpt_path is not None:
+            save_checkpoint(ckpt_path, {
+                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "ema": ema.state_dict() if ema is not None else None, "ranks": ranks,
+                "torch_rng": torch.get_rng_state(), "history": result.history, "config": config,
+            })
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=max_steps, initial=start, desc="isr train", unit="step",
+               disable=not show_progress(progress, dist_info.is_main))
+    frame_cache: dict[str, Any] = {}
+    try:
+        for step in range(start, max_steps):
+            t0 = time.perf_counter()
+            pairs = sampler.sample()
+            crops, groups = [], []
+            for p in pairs:
+                ia = list(range(len(crops), len(crops) + len(p.crops_a)))
+                crops.extend(p.crops_a)
+                ib = list(range(len(crops), len(crops) + len(p.crops_b)))
+                crops.extend(p.crops_b)
+                groups.append((ia, ib))
+            frame_cache.clear()
+            images = load_crops(crops, size, frame_cache)
+            flip = torch.rand(len(crops), generator=flip_gen) < flip_prob
+            images[flip] = images[flip].flip(3)
+            x = normalize_images(images.to(dev), model.cfg.mean, model.cfg.std)
+            autocast = torch.autocast(dev.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+            with autocast:
+                emb = net(x).float()
+            if ema is not None:
+                with torch.no_grad(), autocast:
+                    mine_emb = ema(x).float()
+            else:
+                mine_emb = emb.detach()
+            mined = mine_pairs(mine_emb, groups, reliability=reliability, margin_scale=margin_scale,
+                               min_similarity=min_similarity)
+            a = torch.from_numpy(mined.a).to(dev)
+            b = torch.from_numpy(mined.b).to(dev)
+            w = torch.from_numpy(mined.reliability).float().to(dev)
+            loss = reliability_contrastive_loss(emb, a, b, w, temperature)
+            if not _all_finite(loss.detach(), dist_info.world_size):
+                last = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.is_file() else ""
+                raise NonFiniteLossError(
+                    f"the ISR loss is {loss.item()} at step {step + 1} (rank {dist_info.rank}){last}. "
+                    "Lower the learning rate, or turn AMP off."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            if ema is not None:
+                _ema_update(ema, model, momentum)  # type: ignore[arg-type]
+            dt = time.perf_counter() - t0
+            record = {
+                "step": step + 1,
+                "loss": float(loss.item()),
+                "pairs": float(len(mined)),
+                "reliability": float(mined.reliability.mean()) if len(mined) else 0.0,
+                "similarity": float(mined.similarity.mean()) if len(mined) else 0.0,
+                "images": float(len(crops)),
+                "images_per_s": len(crops) * dist_info.world_size / dt,
+                "lr": float(optimizer.param_groups[0]["lr"]),
+            }
+            result.history.append(record)
+            result.steps = step + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", pairs=int(record["pairs"]),
+                            rel=f"{record['reliability']:.2f}", ips=f"{record['images_per_s']:.0f}")
+            if log is not None and dist_info.is_main and log_every and (step + 1) % log_every == 0:
+                log(f"step {step + 1}/{max_steps}  loss {record['loss']:.4f}  pairs {int(record['pairs'])}  "
+                    f"reliability {record['reliability']:.3f}  {record['images_per_s']:.1f} img/s  lr {record['lr']:.2e}")
+            if (step + 1) % checkpoint_every == 0 or step + 1 == max_steps:
+                write_checkpoint(step + 1)
+            if callback is not None:
+                callback(record)
+    finally:
+        bar.close()
+    result.steps = max(result.steps, start)
+    if dist_info.is_main and out is not None:
+        model.save_pretrained(out)
+        with atomic_path(out / "train_history.json") as tmp:
+            tmp.write_text(json.dumps({"config": config, "history": result.history}, indent=1) + "\n")
+    model.eval()
+    return result
