@@ -68,7 +68,6 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, pr
     saying what was asked for and from where.
     """
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
 
     from . import __version__
 
@@ -86,7 +85,10 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, pr
             library_version=__version__,
             tqdm_class=_quiet_tqdm() if progress is False else None,
         )
-    except (OSError, EntryNotFoundError, ValueError) as e:
+    except Exception as e:
+        # huggingface_hub raises its own errors (OSError subclasses), EntryNotFoundError, ValueError,
+        # and its HTTP transport's errors (e.g. a connection dropped mid-file after its retries);
+        # all of them mean "this source cannot be used now", and the message keeps the cause.
         where = hub_endpoint() or "https://huggingface.co"
         mode = " (offline: HF_HUB_OFFLINE is set, so only the local cache was searched)" if offline else ""
         raise HubError(

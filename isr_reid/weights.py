@@ -11,12 +11,11 @@ saying what to fetch, from where, and where to put it. Pickles are only read by
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import torch
 
 from ._cache import cache_root, converted_path, download_path, file_lock, is_offline, sha256_file
 from ._download import DownloadError, IntegrityError, download_url
@@ -25,6 +24,8 @@ from ._io import atomic_path
 from .zoo import ModelConfig, get_config, read_manifest
 
 if TYPE_CHECKING:
+    import torch
+
     from .models.base import ReIDModel
 
 __all__ = [
@@ -106,7 +107,14 @@ def _save_state(state: Mapping[str, torch.Tensor], path: Path, metadata: Mapping
 def _converted(upstream: Path, digest: str, cfg: ModelConfig) -> Path:
     """The cached safetensors conversion of ``upstream`` (whose sha256 is ``digest``), made if missing."""
     out = converted_path(digest, cfg.architecture)
-    if not out.is_file():
+    if out.is_file():
+        return out
+    if upstream.suffix == ".safetensors":
+        # Already isr_reid's format: nothing to convert; a copy under the digest key makes later
+        # loads skip re-hashing the download.
+        with atomic_path(out) as tmp:
+            shutil.copyfile(upstream, tmp)
+    else:
         state = _convert_upstream(upstream, cfg.architecture)
         _save_state(state, out, {"format": "pt", "architecture": cfg.architecture, "source_sha256": digest})
     return out
