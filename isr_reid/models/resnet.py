@@ -61,8 +61,8 @@ class ResNetSCL(ReIDModel):
     """ResNet-50 with SCL's global and stripe branches (Pang et al., ACM TOMM 2022).
 
     Global: avg pool -> Linear(2048, 2048) -> BN -> L2 = g. Stripes: the map cut into 8 horizontal
-    bands, each avg pool -> Linear(2048, 256) -> BN -> L2 = s_k. The embedding is
-    ``[g / sqrt(2), s_1 / 4, ..., s_8 / 4]`` (4096-d): it has unit norm (1/2 + 8/16 = 1), and the dot
+    bands of H // 8 rows (as SCL's code does), each avg pool -> Linear(2048, 256) -> BN -> L2 = s_k.
+    The embedding is ``[g / sqrt(2), s_1 / 4, ..., s_8 / 4]`` (4096-d): it has unit norm (1/2 + 8/16 = 1), and the dot
     product of two embeddings is 0.5 <g, g'> + 0.5 * mean_k <s_k, s_k'>, SCL's similarity.
     """
 
@@ -82,8 +82,11 @@ class ResNetSCL(ReIDModel):
         """The unit global embedding (B, 2048) and the list of 8 unit stripe embeddings (B, 256)."""
         f = features.float()
         g = F.normalize(self.global_bn(self.global_fc(f.mean((2, 3)))), dim=1)
-        # adaptive pooling splits H into num_stripes bands even when H is not a multiple of it
-        bands = F.adaptive_avg_pool2d(f, (self.num_stripes, 1)).flatten(2)  # (B, C, S)
+        # SCL's bands: H // num_stripes rows each, from the top; leftover bottom rows are unused.
+        band_h = f.shape[2] // self.num_stripes
+        if band_h == 0:
+            raise ValueError(f"feature map height {f.shape[2]} is below the {self.num_stripes} stripes")
+        bands = f[:, :, : band_h * self.num_stripes].unflatten(2, (self.num_stripes, band_h)).mean((3, 4))
         stripes = [
             F.normalize(bn(fc(bands[:, :, k])), dim=1)
             for k, (fc, bn) in enumerate(zip(self.stripe_fc, self.stripe_bn))

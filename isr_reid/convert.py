@@ -1,0 +1,309 @@
+"""Upstream checkpoint formats -> isr_reid state dicts, one function per format.
+
+Every upstream key is mapped by name from a list built out of the network's structure; buffers
+that our models rebuild (Swin's ``relative_position_index`` and ``attn_mask``) and heads that the
+embedding does not use (classifiers, DINO's projection head, BNNeck) are dropped by name too.
+Anything else, a key missing or a key left over, is an error that lists them.
+
+Formats (see :data:`FORMATS`):
+
+- ``isr_swin``: ISR's release (Dou et al., ICCV 2023), timm 0.4.12 ``swin_base_patch4_window7_224``
+  under ``model.*`` (patch merging at the END of stages 0-2) plus ``feat.*``; wrapped in
+  ``state_dict`` (or ``model``).
+- ``transreid_ssl`` / ``transreid_ssl_dino`` / ``transreid_ssl_finetuned``: TransReID-SSL (Luo et
+  al., 2021) flat ViT state dicts; DINO checkpoints (``teacher``, keys under ``module.`` and/or
+  ``backbone.``); fine-tuned ones (backbone under ``base.``, plus ``bottleneck.*``, ``classifier.*``).
+- ``scl``: SCL (Pang et al., ACM TOMM 2022), ResNet-50 ``CNN.*``, ``avg_pooling.embeding*``,
+  ``local_pooling.local_conv_list.{k}.{0,1}.*`` (a Linear or 1x1 conv, then a BatchNorm).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "FORMATS",
+    "convert_checkpoint",
+    "convert_isr_swin",
+    "convert_scl",
+    "convert_transreid_ssl",
+    "detect_format",
+    "read_upstream_checkpoint",
+]
+
+# format name -> the architectures (zoo ``architecture`` names) its checkpoints can fill
+FORMATS: dict[str, tuple[str, ...]] = {
+    "isr_swin": ("swin_base_isr",),
+    "transreid_ssl": ("vit_small_patch16", "vit_small_ics", "vit_base_ics"),
+    "transreid_ssl_dino": ("vit_small_patch16", "vit_small_ics", "vit_base_ics"),
+    "transreid_ssl_finetuned": ("vit_small_patch16", "vit_small_ics", "vit_base_ics"),
+    "scl": ("resnet50_scl",),
+}
+
+_VIT_ARCHS = {"vit_small_patch16": (384, False), "vit_small_ics": (384, True), "vit_base_ics": (768, True)}
+_BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+_WB = ("weight", "bias")
+
+
+def read_upstream_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """Read an upstream ``.pth`` with ``torch.load(weights_only=True)``; anything but tensors and plain containers is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise ValueError(
+            f"cannot read {path} as a PyTorch checkpoint with weights_only=True (it is truncated, not a "
+            f"checkpoint, or it pickles objects other than tensors, which is not loaded for safety): {e}"
+        ) from e
+    if not isinstance(ckpt, Mapping):
+        raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a dict of tensors")
+    return ckpt
+
+
+def _strip_module(sd: Mapping[str, Any]) -> dict[str, Any]:
+    # DataParallel/DDP saves put every key under "module."
+    if sd and all(k.startswith("module.") for k in sd):
+        return {k[len("module.") :]: v for k, v in sd.items()}
+    return dict(sd)
+
+
+def _state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """The flat state dict inside a checkpoint (``state_dict``/``model`` wrappers, ``module.`` removed)."""
+    for wrapper in ("state_dict", "model"):
+        inner = checkpoint.get(wrapper)
+        if isinstance(inner, Mapping):
+            return _strip_module(inner)
+    return _strip_module(checkpoint)
+
+
+def detect_format(checkpoint: Mapping[str, Any]) -> str:
+    """The upstream format of a checkpoint, told from its keys: one of :data:`FORMATS`."""
+    if isinstance(checkpoint.get("teacher"), Mapping):
+        return "transreid_ssl_dino"
+    sd = _state_dict(checkpoint)
+    if "feat.weight" in sd and any(k.startswith("model.layers.") for k in sd):
+        return "isr_swin"
+    if "base.cls_token" in sd and "base.pos_embed" in sd:
+        return "transreid_ssl_finetuned"
+    if "cls_token" in sd and "pos_embed" in sd:
+        return "transreid_ssl"
+    if "avg_pooling.embeding.weight" in sd and any(k.startswith("CNN.") for k in sd):
+        return "scl"
+    shown = ", ".join(sorted(sd)[:12])
+    raise ValueError(
+        f"unrecognised checkpoint format (keys: {shown}{', ...' if len(sd) > 12 else ''}); "
+        f"known formats: {', '.join(FORMATS)}"
+    )
+
+
+def _apply(
+    sd: Mapping[str, Any],
+    mapping: Iterable[tuple[str, str]],
+    dropped: Iterable[str],
+    fmt: str,
+    optional: Iterable[str] = (),
+) -> dict[str, torch.Tensor]:
+    """Rename ``sd`` by ``mapping`` (ours, theirs); ``dropped`` keys may be present and are discarded;
+    ``optional`` upstream keys (BatchNorm counters) are filled with 0 when absent."""
+    optional = set(optional)
+    out: dict[str, torch.Tensor] = {}
+    used: set[str] = set()
+    missing: list[str] = []
+    for ours, theirs in mapping:
+        used.add(theirs)
+        if theirs in sd:
+            value = sd[theirs]
+            if not isinstance(value, torch.Tensor):
+                raise ValueError(f"{fmt} checkpoint: {theirs!r} is a {type(value).__name__}, not a tensor")
+            out[ours] = value
+        elif theirs in optional:
+            out[ours] = torch.tensor(0, dtype=torch.long)
+        else:
+            missing.append(theirs)
+    unexpected = sorted(set(sd) - used - set(dropped))
+    if missing or unexpected:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... ({len(keys)} in all)" if len(keys) > 20 else "")
+                parts.append(f"{label}: {shown}")
+        raise ValueError(f"{fmt} checkpoint does not have the expected keys; " + "; ".join(parts))
+    return out
+
+
+def _indices(sd: Mapping[str, Any], prefix: str) -> list[int]:
+    """The sorted integers n for which some key starts with ``prefix + "n."``."""
+    found = set()
+    for k in sd:
+        if k.startswith(prefix):
+            head = k[len(prefix) :].split(".", 1)[0]
+            if head.isdigit():
+                found.add(int(head))
+    return sorted(found)
+
+
+def convert_isr_swin(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """ISR's timm-0.4.12 Swin checkpoint -> the state dict of :class:`isr_reid.models.swin.SwinISR`.
+
+    timm 0.4.12 stores patch merging at the end of stages 0-2 (``model.layers.i.downsample``);
+    torchvision's trunk has it as its own module between stages, ``features.{2i+2}``.
+    """
+    sd = _state_dict(checkpoint)
+    stages = _indices(sd, "model.layers.")
+    if not stages:
+        raise ValueError("isr_swin checkpoint has no model.layers.* keys")
+    mapping: list[tuple[str, str]] = []
+    dropped: list[str] = ["model.head.weight", "model.head.bias"]
+    mapping += [(f"features.0.0.{p}", f"model.patch_embed.proj.{p}") for p in _WB]
+    mapping += [(f"features.0.2.{p}", f"model.patch_embed.norm.{p}") for p in _WB]
+    block_params = [
+        ("norm1.weight", "norm1.weight"),
+        ("norm1.bias", "norm1.bias"),
+        ("attn.relative_position_bias_table", "attn.relative_position_bias_table"),
+        ("attn.qkv.weight", "attn.qkv.weight"),
+        ("attn.qkv.bias", "attn.qkv.bias"),
+        ("attn.proj.weight", "attn.proj.weight"),
+        ("attn.proj.bias", "attn.proj.bias"),
+        ("norm2.weight", "norm2.weight"),
+        ("norm2.bias", "norm2.bias"),
+        ("mlp.0.weight", "mlp.fc1.weight"),
+        ("mlp.0.bias", "mlp.fc1.bias"),
+        ("mlp.3.weight", "mlp.fc2.weight"),
+        ("mlp.3.bias", "mlp.fc2.bias"),
+    ]
+    last = stages[-1]
+    for i in range(last + 1):
+        for j in _indices(sd, f"model.layers.{i}.blocks."):
+            ours, theirs = f"features.{2 * i + 1}.{j}.", f"model.layers.{i}.blocks.{j}."
+            mapping += [(ours + a, theirs + b) for a, b in block_params]
+            dropped += [theirs + "attn.relative_position_index", theirs + "attn_mask"]
+        if i < last:
+            ours, theirs = f"features.{2 * i + 2}.", f"model.layers.{i}.downsample."
+            mapping += [(ours + "reduction.weight", theirs + "reduction.weight")]
+            mapping += [(ours + f"norm.{p}", theirs + f"norm.{p}") for p in _WB]
+    mapping += [(f"norm.{p}", f"model.norm.{p}") for p in _WB]
+    mapping += [(f"feat.{p}", f"feat.{p}") for p in _WB]
+    return _apply(sd, mapping, dropped, "isr_swin")
+
+
+def _transreid_flat(checkpoint: Mapping[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
+    """The ViT backbone keys of any TransReID-SSL checkpoint (prefixes removed), its format, and
+    the non-backbone keys that format carries and the embedding does not use."""
+    fmt = detect_format(checkpoint)
+    if fmt == "transreid_ssl_dino":
+        # DINO's MultiCropWrapper: backbone.* is the ViT, head.* the projection head (unused).
+        sd: dict[str, Any] = {}
+        dropped: list[str] = []
+        for k, v in _strip_module(checkpoint["teacher"]).items():
+            if k.startswith("backbone."):
+                sd[k[len("backbone.") :]] = v
+            else:
+                sd[k] = v
+                if k.startswith("head."):
+                    dropped.append(k)
+        return sd, fmt, dropped
+    sd = _state_dict(checkpoint)
+    if fmt == "transreid_ssl_finetuned":
+        inner = {k[len("base.") :]: v for k, v in sd.items() if k.startswith("base.")}
+        others = {k: v for k, v in sd.items() if not k.startswith("base.")}
+        head = [f"bottleneck.{p}" for p in _BN] + ["classifier.weight", "classifier.bias"]
+        inner.update(others)  # a key outside base.* and the head must surface as unexpected
+        return inner, fmt, [k for k in others if k in head]
+    if fmt != "transreid_ssl":
+        raise ValueError(f"checkpoint is in format {fmt!r}, not a TransReID-SSL one")
+    return sd, fmt, []
+
+
+def convert_transreid_ssl(checkpoint: Mapping[str, Any], architecture: str | None = None) -> dict[str, torch.Tensor]:
+    """A TransReID-SSL checkpoint (flat, DINO or fine-tuned) -> the state dict of
+    :class:`isr_reid.models.vit.VisionTransformerReID`; ``architecture`` checks width and stem."""
+    sd, fmt, dropped = _transreid_flat(checkpoint)
+    cls = sd.get("cls_token")
+    if not isinstance(cls, torch.Tensor):
+        raise ValueError(f"{fmt} checkpoint has no cls_token")
+    dim = int(cls.shape[-1])
+    ics = "patch_embed.conv.0.weight" in sd
+    if architecture is not None:
+        if architecture not in _VIT_ARCHS:
+            raise ValueError(f"{fmt} checkpoints fill {', '.join(_VIT_ARCHS)}, not architecture {architecture!r}")
+        want_dim, want_ics = _VIT_ARCHS[architecture]
+        if (dim, ics) != (want_dim, want_ics):
+            stem = {True: "the ICS stem", False: "a 16x16 patch projection"}
+            raise ValueError(
+                f"architecture {architecture!r} expects a {want_dim}-d ViT with {stem[want_ics]}; "
+                f"the checkpoint is a {dim}-d ViT with {stem[ics]}"
+            )
+    mapping: list[tuple[str, str]] = [("cls_token", "cls_token"), ("pos_embed", "pos_embed")]
+    mapping += [(f"patch_embed.proj.{p}", f"patch_embed.proj.{p}") for p in _WB]
+    optional: list[str] = []
+    if ics:
+        stem: list[str] = ["conv.0.weight", "conv.3.weight", "conv.6.weight"]
+        for ibn in ("conv.1", "conv.4"):
+            stem += [f"{ibn}.IN.{p}" for p in _WB] + [f"{ibn}.BN.{p}" for p in _BN]
+        stem += [f"conv.7.{p}" for p in _BN]
+        mapping += [(f"patch_embed.{k}", f"patch_embed.{k}") for k in stem]
+        optional += [f"patch_embed.{k}" for k in stem if k.endswith("num_batches_tracked")]
+    block = [f"{m}.{p}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1", "mlp.fc2") for p in _WB]
+    for n in _indices(sd, "blocks."):
+        mapping += [(f"blocks.{n}.{k}", f"blocks.{n}.{k}") for k in block]
+    mapping += [(f"norm.{p}", f"norm.{p}") for p in _WB]
+    dropped = [*dropped, "fc.weight", "fc.bias"]  # the unused classifier of the pretraining model
+    return _apply(sd, mapping, dropped, fmt, optional)
+
+
+def convert_scl(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """An SCL ResNet-50 checkpoint -> the state dict of :class:`isr_reid.models.resnet.ResNetSCL`.
+
+    SCL's ``CNN`` is a torchvision-layout ResNet-50 (stride in conv2, last stride 1); each stripe's
+    ``local_conv_list.k`` is (Linear or 1x1 Conv, BatchNorm), both stored here as Linear + BatchNorm1d.
+    """
+    sd = _state_dict(checkpoint)
+    mapping: list[tuple[str, str]] = [("backbone.0.0.weight", "CNN.conv1.weight")]
+    mapping += [(f"backbone.0.1.{p}", f"CNN.bn1.{p}") for p in _BN]
+    for layer, blocks in enumerate((3, 4, 6, 3), start=1):
+        for j in range(blocks):
+            ours, theirs = f"backbone.{layer}.{j}.", f"CNN.layer{layer}.{j}."
+            for c in (1, 2, 3):
+                mapping.append((f"{ours}conv{c}.weight", f"{theirs}conv{c}.weight"))
+                mapping += [(f"{ours}bn{c}.{p}", f"{theirs}bn{c}.{p}") for p in _BN]
+            if j == 0:
+                mapping.append((f"{ours}downsample.0.weight", f"{theirs}downsample.0.weight"))
+                mapping += [(f"{ours}downsample.1.{p}", f"{theirs}downsample.1.{p}") for p in _BN]
+    mapping += [(f"global_fc.{p}", f"avg_pooling.embeding.{p}") for p in _WB]
+    mapping += [(f"global_bn.{p}", f"avg_pooling.embeding_bn.{p}") for p in _BN]
+    for k in range(8):
+        theirs = f"local_pooling.local_conv_list.{k}."
+        mapping += [(f"stripe_fc.{k}.{p}", f"{theirs}0.{p}") for p in _WB]
+        mapping += [(f"stripe_bn.{k}.{p}", f"{theirs}1.{p}") for p in _BN]
+    optional = [theirs for _, theirs in mapping if theirs.endswith("num_batches_tracked")]
+    out = _apply(sd, mapping, (), "scl", optional)
+    for k in range(8):
+        w = out[f"stripe_fc.{k}.weight"]
+        if w.dim() == 4:  # a 1x1 Conv2d is the same map as a Linear
+            out[f"stripe_fc.{k}.weight"] = w.reshape(w.shape[0], -1)
+    return out
+
+
+def convert_checkpoint(checkpoint: Mapping[str, Any], architecture: str) -> dict[str, torch.Tensor]:
+    """Convert an upstream checkpoint (format told by :func:`detect_format`) into the state dict of
+    ``architecture``; a checkpoint made for another architecture is an error naming both."""
+    fmt = detect_format(checkpoint)
+    if architecture not in FORMATS[fmt]:
+        raise ValueError(
+            f"the checkpoint is in format {fmt!r}, which fills architecture(s) {', '.join(FORMATS[fmt])}, "
+            f"not {architecture!r}"
+        )
+    if fmt == "isr_swin":
+        out = convert_isr_swin(checkpoint)
+    elif fmt == "scl":
+        out = convert_scl(checkpoint)
+    else:
+        out = convert_transreid_ssl(checkpoint, architecture)
+    return {k: v.detach().contiguous() for k, v in out.items()}
