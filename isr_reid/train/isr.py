@@ -84,6 +84,17 @@ def _all_finite(value: torch.Tensor, world_size: int) -> bool:
     return bool(flag.item() == 1.0)
 
 
+def _raise_non_finite(what: str, step: int, rank: int, ckpt_path: Path | None) -> None:
+    last = (
+        f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.is_file() else
+        "; no checkpoint was written yet"
+    )
+    raise NonFiniteLossError(
+        f"NaN or inf in the ISR {what} at step {step + 1} (on rank {rank}), so the loss is not finite; "
+        f"training stopped{last}. Lower the learning rate, or turn AMP off."
+    )
+
+
 def train_isr(
     model: ReIDModel,
     videos: str | Path | VideoSet,
@@ -159,7 +170,7 @@ def train_isr(
         ema = copy.deepcopy(model).eval()
         ema.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
     warm = max(1, max_steps // 10) if warmup_steps is None else warmup_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, max_steps, warm))
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -241,6 +252,8 @@ def train_isr(
             autocast = torch.autocast(dev.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
             with autocast:
                 emb = net(x).float()
+            if not _all_finite(emb.detach(), dist_info.world_size):
+                _raise_non_finite("embeddings", step, dist_info.rank, ckpt_path)
             if ema is not None:
                 with torch.no_grad(), autocast:
                     mine_emb = ema(x).float()
@@ -253,11 +266,7 @@ def train_isr(
             w = torch.from_numpy(mined.reliability).float().to(dev)
             loss = reliability_contrastive_loss(emb, a, b, w, temperature)
             if not _all_finite(loss.detach(), dist_info.world_size):
-                last = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.is_file() else ""
-                raise NonFiniteLossError(
-                    f"the ISR loss is {loss.item()} at step {step + 1} (rank {dist_info.rank}){last}. "
-                    "Lower the learning rate, or turn AMP off."
-                )
+                _raise_non_finite("loss", step, dist_info.rank, ckpt_path)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

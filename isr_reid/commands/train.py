@@ -1,0 +1,79 @@
+"""isr-reid train: ISR on unlabeled videos."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "train a model with ISR on unlabeled videos (MOT folders, crop folders or crop lists)"
+DESCRIPTION = """Train with ISR (Dou et al., ICCV 2023): persons in two frames of one video are matched by a
+maximum-weight bipartite matching of their embeddings; matched pairs are positives of a
+reliability-weighted contrastive loss.
+
+--videos takes (a) a folder of MOTChallenge sequences (seqinfo.ini, img1/, det/det.txt), (b) a folder
+<root>/<video>/<frame>/<crop>.jpg, or (c) a .csv/.json crop list (video, frame, path[, x, y, w, h, score]).
+The output folder holds checkpoint.pt (every --checkpoint-every steps), train_history.json and the
+final model (model.safetensors + config.json): load it with load_model(NAME, weights=OUTPUT).
+Multi-GPU: torchrun --nproc-per-node N -m isr_reid.cli train ...  (each process its own videos)."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo model name (see 'isr-reid models')")
+    p.add_argument("--weights", default=None, help="initial weights (file, hub-layout folder, hf-hub:...); default: random init unless --pretrained")
+    p.add_argument("--pretrained", action="store_true", help="start from the model's published weights")
+    p.add_argument("--videos", required=True, help="MOT folder, crop folder, or .csv/.json crop list")
+    p.add_argument("--output", required=True, help="output folder (checkpoints and the final model)")
+    p.add_argument("--max-steps", type=int, default=1000)
+    p.add_argument("--batch-size", type=int, default=64, help="crops per step (upper bound)")
+    p.add_argument("--videos-per-batch", type=int, default=4, help="frame pairs per step, each from a different video")
+    p.add_argument("--lr", type=float, default=3.5e-4)
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--delta", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"), help="frame gap range, in frame steps")
+    p.add_argument("--reliability", choices=("margin", "uniform"), default="margin", help="pair weights ('uniform' is the ablation)")
+    p.add_argument("--momentum", type=float, default=None, help="mine pairs with a momentum encoder (e.g. 0.999)")
+    p.add_argument("--min-score", type=float, default=None, help="drop detections below this score")
+    p.add_argument("--min-height", type=float, default=0.0, help="drop crops shorter than this (pixels)")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the model's input size")
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from ..train import train_isr
+    from ..zoo import load_model
+
+    overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
+    model = load_model(args.model, pretrained=args.pretrained, weights=args.weights, device="cpu", **overrides)
+    result = train_isr(
+        model,
+        args.videos,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        videos_per_batch=args.videos_per_batch,
+        lr=args.lr,
+        temperature=args.temperature,
+        delta=tuple(args.delta),
+        reliability=args.reliability,
+        momentum=args.momentum,
+        min_score=args.min_score,
+        min_size=args.min_height,
+        output_dir=args.output,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        seed=args.seed,
+        amp=False if args.no_amp else None,
+        device=args.device,
+        progress=False if args.no_progress else None,
+        log_every=args.log_every,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    last = result.history[-1] if result.history else {}
+    print(f"trained {result.steps} steps; final loss {last.get('loss', float('nan')):.4f}; model written to {args.output}")
+    return 0
