@@ -1,0 +1,70 @@
+"""isr-reid export: a zoo model -> an ONNX file (or a torch.export program) for deployment."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "export a model to ONNX (preprocessing and config inside) or a torch.export program"
+DESCRIPTION = """Export a model for runtimes without PyTorch (onnxruntime, TensorRT, OpenVINO).
+
+The ONNX graph takes 'images' (B, 3, H, W), RGB, resized to the model's input size: uint8 0-255
+(--input uint8, the default; normalised inside the graph with the model's mean/std) or float
+already normalised (--input float). It returns 'embeddings' (B, D), float32, L2-normalised. The
+batch axis is dynamic. The model name, input size, mean/std, embedding dim and input kind are
+stored in the file's metadata (onnxruntime: session.get_modelmeta().custom_metadata_map).
+--format pt2 writes a torch.export program instead (load with torch.export.load).
+
+Examples:
+  isr-reid export isr_swin_base --format onnx -o isr_swin_base.onnx
+  isr-reid export isr_resnet50 --weights run/ --format onnx --fp16 -o reid_fp16.onnx
+"""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="NAME", help="zoo name (see 'isr-reid models')")
+    p.add_argument("--weights", "-w", default=None,
+                   help="a .safetensors file, a saved model directory, an upstream .pth checkpoint, "
+                        "or hf-hub:owner/repo[@rev]; default: the model's published weights")
+    p.add_argument("--random-init", action="store_true",
+                   help="export randomly initialised weights (for testing a deployment pipeline)")
+    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="override the model's input size")
+    p.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="output format (default onnx)")
+    p.add_argument("--output", "-o", required=True, help="file to write")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
+    p.add_argument("--fp16", action="store_true", help="float16 weights and compute (output stays float32)")
+    p.add_argument("--input", choices=("uint8", "float"), default="uint8",
+                   help="uint8 images normalised in the graph (default), or float images already normalised")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch axis to 1 instead of dynamic")
+    p.set_defaults(device="cpu")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import export_onnx, export_program
+    from ._common import model_from_args
+
+    if args.format == "pt2" and args.opset is not None:
+        raise ValueError("--opset applies to --format onnx only")
+    try:
+        model = model_from_args(args)
+    except FileNotFoundError as e:
+        if args.weights is None and not args.random_init:
+            raise FileNotFoundError(f"{e} (or pass --random-init to export random weights)") from e
+        raise
+    dynamic = not args.static_batch
+    if args.format == "onnx":
+        path = export_onnx(model, args.output, input=args.input, opset=args.opset, fp16=args.fp16,
+                           dynamic_batch=dynamic)
+    else:
+        import torch
+
+        from .._io import atomic_path
+
+        program = export_program(model, input=args.input, fp16=args.fp16, dynamic_batch=dynamic)
+        with atomic_path(args.output) as tmp:
+            torch.export.save(program, str(tmp))
+        path = args.output
+    h, w = model.cfg.input_size
+    print(f"wrote {path}: {model.cfg.name}, input {args.input} (B,3,{h},{w}), "
+          f"{model.cfg.embed_dim}-d embeddings, {'fp16' if args.fp16 else 'fp32'}")
+    return 0
