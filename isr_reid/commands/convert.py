@@ -32,8 +32,8 @@ def run(args: argparse.Namespace) -> int:
     from ..zoo import build_model, get_config, read_manifest
 
     cfg = get_config(args.model)
+    state = resolve_state_dict(cfg, args.src)  # converts and checks the architecture before any build
     model = build_model(cfg)
-    state = resolve_state_dict(cfg, args.src)
     load_state_dict_strict(model, state, source=args.src)
     model.eval()
     provenance: dict[str, str] = {"source": Path(args.src).name if not args.src.startswith("hf-hub:") else args.src}
