@@ -23,7 +23,7 @@ from .kernels import kernel_backend, normalize_images
 if TYPE_CHECKING:
     from .models.base import ReIDModel
 
-__all__ = ["INPUT_KINDS", "MIN_OPSET", "export_onnx", "export_program", "read_onnx_metadata"]
+__all__ = ["INPUT_KINDS", "MIN_OPSET", "export_onnx", "export_program", "export_pt2", "read_onnx_metadata"]
 
 INPUT_KINDS = ("uint8", "float")
 # The torch.export-based ONNX exporter (torch >= 2.9's default) has op implementations from
@@ -94,6 +94,18 @@ def export_program(
     example = _example(model, input, 2 if dynamic_batch else 1)
     with kernel_backend("torch"), torch.no_grad():
         return torch.export.export(wrapped, (example,), dynamic_shapes=_dynamic_shapes(dynamic_batch))
+
+
+def export_pt2(
+    model: ReIDModel, path: str | Path, *, input: str = "uint8", fp16: bool = False, dynamic_batch: bool = True
+) -> Path:
+    """Write :func:`export_program`'s program to ``path`` (atomically) with ``torch.export.save``; return the path."""
+    program = export_program(model, input=input, fp16=fp16, dynamic_batch=dynamic_batch)
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # a file object: torch.export.save warns about a file name without the .pt2 suffix
+        torch.export.save(program, f)
+    return path
 
 
 def _metadata(model: ReIDModel, input: str, fp16: bool, dynamic_batch: bool) -> dict[str, str]:

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_onnx, export_program
+    from ..export import export_onnx, export_pt2
     from ._common import model_from_args
 
     if args.format == "pt2" and args.opset is not None:
@@ -56,14 +56,7 @@ def run(args: argparse.Namespace) -> int:
         path = export_onnx(model, args.output, input=args.input, opset=args.opset, fp16=args.fp16,
                            dynamic_batch=dynamic)
     else:
-        import torch
-
-        from .._io import atomic_path
-
-        program = export_program(model, input=args.input, fp16=args.fp16, dynamic_batch=dynamic)
-        with atomic_path(args.output) as tmp:
-            torch.export.save(program, str(tmp))
-        path = args.output
+        path = export_pt2(model, args.output, input=args.input, fp16=args.fp16, dynamic_batch=dynamic)
     h, w = model.cfg.input_size
     print(f"wrote {path}: {model.cfg.name}, input {args.input} (B,3,{h},{w}), "
           f"{model.cfg.embed_dim}-d embeddings, {'fp16' if args.fp16 else 'fp32'}")
