@@ -34,7 +34,9 @@ def _official_model() -> nn.Module:
             warnings.simplefilter("ignore")  # old timm calls torch.jit.script, deprecated now
             import timm
     except ImportError:
-        sys.exit("timm 0.4.12 is needed: pip install --no-deps --target /tmp/timm0412 timm==0.4.12; PYTHONPATH=/tmp/timm0412")
+        sys.exit(
+            "timm 0.4.12 is needed: pip install --no-deps --target /tmp/timm0412 timm==0.4.12; PYTHONPATH=/tmp/timm0412"
+        )
     if timm.__version__ != "0.4.12":
         sys.exit(f"this check needs timm 0.4.12 (ISR's version), found {timm.__version__}")
 
@@ -69,7 +71,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8, help="random 224x224 inputs to compare (default 8)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--via-weights", action="store_true", help="load with load_model(weights=PATH) instead of the converter")
+    ap.add_argument(
+        "--via-weights", action="store_true", help="load with load_model(weights=PATH) instead of the converter"
+    )
     ap.add_argument("--threshold", type=float, default=0.99999)
     args = ap.parse_args()
 
@@ -82,7 +86,9 @@ def main() -> int:
     official = _official_model().eval()
     _randomize(official, gen)
     state = official.state_dict()
-    print(f"official checkpoint: {len(state)} entries, {sum(p.numel() for p in official.parameters()) / 1e6:.1f}M parameters")
+    print(
+        f"official checkpoint: {len(state)} entries, {sum(p.numel() for p in official.parameters()) / 1e6:.1f}M parameters"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "swin_base_patch4_window7_224.pth"
