@@ -143,7 +143,8 @@ _autotuned: dict[int, object] = {}
 def _pool_kernel():  # -> a launchable kernel whose grid takes meta["BLOCK_C"]
     kernel = _jit(_pool_affine_kernel)
     if not _on_gpu():
-        return kernel, {"BLOCK_C": 16, "BLOCK_N": 16}
+        # the interpreter pays per program, so few large ones (C=1000 still spans several)
+        return kernel, {"BLOCK_C": 128, "BLOCK_N": 32}
     # several configs only on a real GPU: the interpreter fails on multi-config autotune
     tuned = _autotuned.get(id(kernel))
     if tuned is None:
