@@ -144,7 +144,15 @@ def _from_upstream(name: str, cfg: ModelConfig, source: Mapping[str, Any], progr
             digest = download_url(source["url"], local, sha256=pinned, progress=progress)
             if not pinned:
                 _warn_unpinned(f"{source['url']} (for {name})", digest)
-        return _converted(local, digest, cfg)
+        try:
+            return _converted(local, digest, cfg)
+        except ValueError as e:
+            # Not a checkpoint of this model (wrong file, wrong architecture): a download is removed
+            # so that no unusable file stays in the cache; a file the user placed is theirs to fix.
+            if source["type"] == "url":
+                local.unlink(missing_ok=True)
+                raise ValueError(f"{source['url']} for {name!r}: {e}; the downloaded file was removed") from e
+            raise ValueError(f"{local} (saved by hand for {name!r}): {e}") from e
 
 
 def _instructions(name: str, source: Mapping[str, Any]) -> str:

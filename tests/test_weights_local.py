@@ -185,6 +185,22 @@ def test_url_source_of_upstream_pth_is_converted_once_into_the_digest_cache(vit_
     torch.testing.assert_close(_embed(loaded, x), _embed(model, x), rtol=0, atol=0)
 
 
+def test_url_source_of_the_wrong_architecture_leaves_nothing_in_the_cache(vit_upstream, tmp_path):
+    _, path, _ = vit_upstream
+    server = LocalHub().start()
+    try:
+        server.files["w.pth"] = path.read_bytes()
+        source = {"type": "url", "url": f"{server.url}/files/w.pth", "filename": "w.pth", "format": "transreid_ssl",
+                  "sha256": None}
+        with pytest.warns(UserWarning, match="no sha256 pinned"), pytest.raises(
+            ValueError, match=r"vit_small_ics.*ICS stem.*the downloaded file was removed"
+        ):
+            W.fetch_weights("transreid_ssl_vit_small_ics", sources=[source], progress=False)
+    finally:
+        server.stop()
+    assert [p for p in (tmp_path / "isr").rglob("*") if p.is_file() and p.suffix != ".lock"] == []
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
