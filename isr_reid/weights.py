@@ -166,8 +166,9 @@ def fetch_weights(
 ) -> Path:
     """The local safetensors file of zoo model ``name``'s pretrained weights, fetched and converted if needed.
 
-    ``sources`` defaults to the manifest's; they are tried in order. Integrity errors (sha256,
-    truncation, wrong architecture) raise at once; an unreachable source moves on to the next.
+    ``sources`` defaults to the manifest's; they are tried in order. A sha256 mismatch or a file
+    that does not fit the architecture raises at once; an unreachable source or a failed (e.g.
+    truncated) download moves on to the next, and the final error lists every cause and what to fetch.
     """
     cfg = get_config(name)
     sources = weights_sources(name) if sources is None else [dict(s) for s in sources]
