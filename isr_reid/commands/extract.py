@@ -16,6 +16,10 @@ the input paths in row order, the model name and config, and the skipped inputs 
 
 Example:
   isr-reid extract --model isr_swin_base crops/ -o features.npz
+
+Under torchrun each process embeds a share of the inputs (on GPU LOCAL_RANK when CUDA is
+available) and rank 0 writes the whole file, rows in input order:
+  torchrun --nproc_per_node 4 -m isr_reid.cli extract --model isr_swin_base crops/ -o features.npz
 """
 
 LIST_SUFFIXES = (".txt", ".lst")
@@ -52,29 +56,74 @@ def _is_entry(line: str) -> bool:
     return bool(line) and not line.startswith("#")
 
 
+def _distributed_rank() -> tuple[int, int]:
+    """(rank, world size), initialising torch.distributed when launched by torchrun."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
+    import numpy as np
+
     from ..data.extract import extract_features
     from ..data.features import save_features
+    from ..data.images import expand_images
 
+    rank, world = _distributed_rank()
+    if world > 1 and args.device is None:
+        import torch
+
+        if torch.cuda.is_available():
+            args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     model = model_from_args(args)
+    items = expand_images(expand_cli_inputs(args.inputs))
+    positions = np.arange(rank, len(items), world)  # this rank's share, by input position
     result = extract_features(
         model,
-        expand_cli_inputs(args.inputs),
+        [items[i].source for i in positions],
         batch_size=args.batch_size,
         flip=args.flip,
-        progress=False if args.no_progress else None,
+        progress=False if args.no_progress or rank > 0 else None,
         num_workers=args.workers,
         skip_bad=args.skip_bad,
     )
+    share = (positions[result.indices], result.embeddings, [(int(positions[s.index]), s.label, s.reason)
+                                                             for s in result.skipped])
+    if world > 1:
+        import torch.distributed as dist
+
+        shares = [None] * world if rank == 0 else None
+        dist.gather_object(share, shares, dst=0)
+        if rank > 0:
+            dist.destroy_process_group()
+            return 0
+        dist.destroy_process_group()
+    else:
+        shares = [share]
+    order = np.concatenate([s[0] for s in shares])
+    embeddings = np.concatenate([s[1] for s in shares])[np.argsort(order, kind="stable")]
+    order.sort()
+    skipped = sorted(x for s in shares for x in s[2])
     save_features(
         args.output,
-        result.embeddings,
-        result.labels,
+        embeddings,
+        [items[i].label for i in order],
         model=model.cfg.name,
         config=model.cfg.to_dict(),
-        skipped=[{"index": s.index, "path": s.label, "reason": s.reason} for s in result.skipped],
+        skipped=[{"index": i, "path": label, "reason": reason} for i, label, reason in skipped],
     )
-    print(f"wrote {len(result.embeddings)} embeddings ({model.cfg.embed_dim}-d) to {args.output}")
-    for s in result.skipped:
-        print(f"skipped {s.label}: {s.reason}")
+    print(f"wrote {len(embeddings)} embeddings ({model.cfg.embed_dim}-d) to {args.output}")
+    for _, label, reason in skipped:
+        print(f"skipped {label}: {reason}")
     return 0
