@@ -16,7 +16,7 @@ from typing import Any
 
 from .images import IMAGE_EXTENSIONS
 
-__all__ = ["DATASETS", "ImageRecord", "ReIDDataset", "load_dataset"]
+__all__ = ["DATASETS", "ImageRecord", "ReIDDataset", "load_dataset", "record_images"]
 
 
 @dataclass(frozen=True)
@@ -284,3 +284,22 @@ def load_dataset(name: str, root: str | os.PathLike[str], **options: Any) -> ReI
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root not found: {root}")
     return DATASETS[key](root, **options)
+
+
+def record_images(records: list[ImageRecord]) -> list[Any]:
+    """What to embed for each record: its path, or the PIL crop of its box (each frame decoded once)."""
+    from PIL import Image
+
+    from .video import crop_image
+
+    out: list[Any] = []
+    frame_path, frame = None, None
+    for r in records:
+        if r.box is None:
+            out.append(r.path)
+            continue
+        if r.path != frame_path:
+            with Image.open(r.path) as im:
+                frame, frame_path = im.convert("RGB"), r.path
+        out.append(crop_image(frame, r.box))
+    return out

@@ -81,8 +81,12 @@ class GalleryIndex:
         pq_bits: int = 8,
         nprobe: int = 16,
         device: str | torch.device | None = None,
+        info: dict[str, Any] | None = None,
     ) -> None:
-        """Build the index; ``faiss_type="ivfpq"`` trains an IVF (``nlist`` lists) + PQ (``pq_m`` x ``pq_bits``) index."""
+        """Build the index; ``faiss_type="ivfpq"`` trains an IVF (``nlist`` lists) + PQ (``pq_m`` x ``pq_bits``) index.
+
+        ``info`` is free JSON-serialisable data kept with the index (e.g. the model that made the embeddings).
+        """
         emb = embeddings.detach().cpu().numpy() if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
         if emb.ndim != 2 or not np.issubdtype(emb.dtype, np.floating):
             raise ValueError(f"embeddings: expected a float (N, D) array, got {emb.dtype} {emb.shape}")
@@ -98,6 +102,7 @@ class GalleryIndex:
             self.embeddings /= np.maximum(norms, 1e-12)
         n = len(self.embeddings)
         self.metric, self.backend = metric, backend
+        self.info = dict(info or {})
         self.meta: dict[str, list[Any] | None] = {}
         for name, values in (("paths", paths), ("videos", videos)):
             self.meta[name] = None if values is None else [None if v is None else str(v) for v in values]
@@ -190,7 +195,7 @@ class GalleryIndex:
         header = {
             "format": _FORMAT, "version": _VERSION, "count": len(self), "dim": self.dim,
             "metric": self.metric, "backend": self.backend, "faiss": self.faiss_params,
-            "embeddings_sha256": _digest(self.embeddings),
+            "embeddings_sha256": _digest(self.embeddings), "info": self.info,
             **{name: self.meta[name] for name in _STR_FIELDS},
         }
         with atomic_path(tensor_path) as tmp:
@@ -223,6 +228,7 @@ class GalleryIndex:
         for name in _INT_FIELDS:
             self.meta[name] = tensors[name].tolist() if name in tensors else None
         self.faiss_params = header["faiss"]
+        self.info = header.get("info", {})
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self._gallery = None
         self._faiss = None
