@@ -106,3 +106,14 @@ def test_extract_under_torchrun_equals_single_process(crops, tmp_path):
     assert b.paths == a.paths and len(a.paths) == 5  # input order kept across the two ranks' shares
     np.testing.assert_allclose(b.embeddings, a.embeddings, atol=1e-6)
     assert b.skipped == a.skipped and b.skipped[0]["index"] == 5
+
+
+def test_models_markdown_carries_every_published_number(capsys):
+    from isr_reid.zoo import read_manifest
+
+    assert main(["models", "--markdown"]) == 0
+    rows = {line.split("|")[1].strip(" `"): line for line in capsys.readouterr().out.splitlines()[2:]}
+    assert sorted(rows) == isr_reid.list_models()
+    for name, entry in read_manifest()["models"].items():
+        for r in entry.get("published_results", []):
+            assert f"{r['dataset']} {r['metric']} {r['value']}" in rows[name]

@@ -14,7 +14,10 @@ weights; use it with --weights or train it)."""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print the table as JSON")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print the table as JSON")
+    fmt.add_argument("--markdown", action="store_true",
+                     help="print a Markdown table with sources and published results (the README's zoo table)")
 
 
 def weights_availability(entry: dict) -> str:
@@ -26,13 +29,40 @@ def weights_availability(entry: dict) -> str:
     return "-"
 
 
+def _published(entry: dict) -> str:
+    groups: dict[str, list[str]] = {}
+    for r in entry.get("published_results") or []:
+        groups.setdefault(r["setting"], []).append(f"{r['dataset']} {r['metric']} {r['value']}")
+    return "<br>".join(f"{', '.join(v)} ({k})" for k, v in groups.items()) or "-"
+
+
+def _source_cell(entry: dict) -> str:
+    paper = entry.get("paper", "")
+    kind = weights_availability(entry)
+    return f"{paper} [{kind}]" if paper else f"[{kind}]"
+
+
+def markdown_table(models: dict) -> str:
+    """The zoo as a Markdown table: name, dim, input, source paper and weights kind, published results."""
+    lines = ["| model | dim | input (HxW) | source [weights] | published results (as reported by the authors) |",
+             "|---|---|---|---|---|"]
+    for name, e in sorted(models.items()):
+        h, w = e["input_size"]
+        lines.append(f"| `{name}` | {e['embed_dim']} | {h}x{w} | {_source_cell(e)} | {_published(e)} |")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
     from ..zoo import read_manifest
 
+    models = read_manifest()["models"]
+    if args.markdown:
+        print(markdown_table(models))
+        return 0
     rows = []
-    for name, entry in sorted(read_manifest()["models"].items()):
+    for name, entry in sorted(models.items()):
         h, w = entry["input_size"]
         rows.append({
             "name": name,
