@@ -61,6 +61,9 @@ def test_market_matches_reference(rng, chunk):
     np.testing.assert_allclose(res.cmc, cmc, atol=1e-6)
     assert abs(res.mAP - m_ap) < 1e-6 and abs(res.mINP - m_inp) < 1e-6
     assert res.cmc.shape == (50,)
+    as_tensor = evaluate_rank(torch.from_numpy(d), torch.from_numpy(qp), gp, qc, gc, max_rank=50, chunk_size=chunk)
+    np.testing.assert_allclose(as_tensor.cmc, cmc, atol=1e-6)
+    assert abs(as_tensor.mAP - m_ap) < 1e-6
 
 
 def test_ties_ranked_by_gallery_index(rng):

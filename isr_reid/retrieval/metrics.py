@@ -49,6 +49,68 @@ def _ids(x: Any, name: str, n: int, device: torch.device) -> torch.Tensor:
     return t.long()
 
 
+def _positive_ranks(d: torch.Tensor, gp: torch.Tensor, gc: torch.Tensor, qp: torch.Tensor,
+                    qc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered-ranking positions of each query's true matches without sorting the gallery.
+
+    The few true matches of a row are sorted by (distance, gallery index); every other kept item is
+    placed among them by binary search, and the count of those before the k-th match gives its rank.
+    """
+    rows, dev = d.shape[0], d.device
+    match = gp[None, :] == qp[:, None]
+    hits = match & (gc[None, :] != qc[:, None])
+    negatives = ~match
+    n_rel = hits.sum(1)
+    p = max(1, int(n_rel.max()))
+    r, c = hits.nonzero(as_tuple=True)  # row-major: gallery index ascending within a row
+    slot = torch.arange(len(r), device=dev) - (torch.cumsum(n_rel, 0) - n_rel)[r]
+    pos_d = torch.full((rows, p), float("inf"), dtype=d.dtype, device=dev)
+    pos_i = torch.full((rows, p), d.shape[1], dtype=torch.int64, device=dev)
+    pos_d[r, slot] = d[r, c]
+    pos_i[r, slot] = c
+    order = torch.argsort(pos_d, dim=1, stable=True)  # ties keep gallery index order
+    pos_d, pos_i = pos_d.gather(1, order), pos_i.gather(1, order)
+    # before[b, j]: how many true matches precede gallery item j (distance, then index).
+    before = torch.searchsorted(pos_d, d.contiguous(), right=False)
+    upper = torch.searchsorted(pos_d, d.contiguous(), right=True)
+    tb, tj = ((upper > before) & negatives).nonzero(as_tuple=True)
+    if len(tb):
+        k = torch.arange(p, device=dev)
+        step = max(1, (1 << 22) // p)
+        for s in range(0, len(tb), step):
+            b, j = tb[s:s + step], tj[s:s + step]
+            tied = (k[None] >= before[b, j][:, None]) & (k[None] < upper[b, j][:, None]) & (pos_i[b] < j[:, None])
+            before[b, j] += tied.sum(1)
+    counts = torch.zeros(rows, p + 2, dtype=torch.int64, device=dev)
+    counts.scatter_add_(1, torch.where(negatives, before, p + 1), torch.ones_like(before))
+    negatives_before = torch.cumsum(counts[:, :p], 1)
+    ranks = torch.arange(p, device=dev)[None, :] + negatives_before
+    return ranks, n_rel
+
+
+def _single_shot_counts(d: torch.Tensor, gp: torch.Tensor, gc: torch.Tensor, qp: torch.Tensor, qc: torch.Tensor,
+                        valid: torch.Tensor, g_group: torch.Tensor, n_groups: int, rng: np.random.Generator | None,
+                        num_repeats: int, max_rank: int) -> torch.Tensor:
+    """Sum over valid queries of the CUHK03 single-shot CMC, averaged over ``num_repeats`` draws."""
+    dev, (rows, ng) = d.device, d.shape
+    order = torch.argsort(d, dim=1, stable=True)
+    match = gp[order] == qp[:, None]
+    keep = ~(match & (gc[order] == qc[:, None]))
+    hits = match & keep
+    groups = g_group[order]
+    assert rng is not None
+    single = torch.zeros(max_rank + 1, dtype=torch.float64, device=dev)
+    for _ in range(num_repeats):
+        keys = torch.from_numpy(rng.random((rows, ng))).to(dev).gather(1, order)
+        keys = torch.where(keep, keys, -1.0)
+        best = torch.full((rows, n_groups), -2.0, dtype=keys.dtype, device=dev)
+        best.scatter_reduce_(1, groups, keys, reduce="amax")
+        chosen = keep & (keys == best.gather(1, groups))
+        rank = torch.where(chosen & hits, chosen.cumsum(1) - 1, ng).min(1).values[valid]
+        single += torch.bincount(rank.clamp(max=max_rank), minlength=max_rank + 1).double()
+    return single[:max_rank] / num_repeats
+
+
 def evaluate_rank(
     distmat: Any,
     q_pids: Any,
@@ -88,6 +150,7 @@ def evaluate_rank(
     dev = dist.device
     qp, gp = _ids(q_pids, "q_pids", nq, dev), _ids(g_pids, "g_pids", ng, dev)
     qc, gc = _ids(q_camids, "q_camids", nq, dev), _ids(g_camids, "g_camids", ng, dev)
+    g_group, n_groups, rng = gp, 0, None
     if protocol == "cuhk03":
         if num_repeats < 1:
             raise ValueError(f"num_repeats: expected >= 1, got {num_repeats}")
@@ -103,41 +166,29 @@ def evaluate_rank(
         d = dist[s:s + step]
         if not torch.is_floating_point(d):
             d = d.double()
-        order = torch.argsort(d, dim=1, stable=True)
-        match = gp[order] == qp[s:s + step, None]
-        keep = ~(match & (gc[order] == qc[s:s + step, None]))
-        hits = match & keep
-        n_rel = hits.sum(1)
+        if bool(torch.isnan(d).any()):
+            raise ValueError(f"distmat: NaN distances in query rows {s}..{s + d.shape[0] - 1}")
+        ranks, n_rel = _positive_ranks(d, gp, gc, qp[s:s + step], qc[s:s + step])
         valid = n_rel > 0
         if not bool(valid.any()):
             continue
-        # Position of each item in the ranking with the ignored items removed (0-based).
-        pos = keep.cumsum(1) - 1
-        cum_hits = hits.cumsum(1)
-        precision = torch.where(hits, cum_hits.double() / (pos + 1).double(), 0.0)
-        ap = precision.sum(1)[valid] / n_rel[valid].double()
-        last = torch.where(hits, pos, -1).max(1).values
-        inp = n_rel[valid].double() / (last[valid] + 1).double()
-        ap_sum += float(ap.sum())
-        inp_sum += float(inp.sum())
+        ranks, n_rel = ranks[valid], n_rel[valid]
+        # ranks: (V, P) 0-based positions of each query's true matches in its filtered ranking,
+        # ascending, padded past n_rel.
+        k = torch.arange(ranks.shape[1], device=dev)
+        real = k[None, :] < n_rel[:, None]
+        precision = torch.where(real, (k[None, :] + 1).double() / (ranks + 1).double(), 0.0)
+        ap_sum += float((precision.sum(1) / n_rel.double()).sum())
+        last = ranks.gather(1, (n_rel - 1)[:, None])[:, 0]
+        inp_sum += float((n_rel.double() / (last + 1).double()).sum())
         num_valid += int(valid.sum())
 
         if protocol == "market1501":
-            first = torch.where(hits, pos, ng).min(1).values[valid]
+            first = ranks[:, 0]
             cmc_counts += torch.bincount(first.clamp(max=max_rank), minlength=max_rank + 1)[:max_rank].double()
         else:
-            groups = g_group[order]
-            rows = d.shape[0]
-            single = torch.zeros(max_rank + 1, dtype=torch.float64, device=dev)
-            for _ in range(num_repeats):
-                keys = torch.from_numpy(rng.random((rows, ng))).to(dev).gather(1, order)
-                keys = torch.where(keep, keys, -1.0)
-                best = torch.full((rows, n_groups), -2.0, dtype=keys.dtype, device=dev)
-                best.scatter_reduce_(1, groups, keys, reduce="amax")
-                chosen = keep & (keys == best.gather(1, groups))
-                rank = torch.where(chosen & hits, chosen.cumsum(1) - 1, ng).min(1).values[valid]
-                single += torch.bincount(rank.clamp(max=max_rank), minlength=max_rank + 1).double()
-            cmc_counts += single[:max_rank] / num_repeats
+            cmc_counts += _single_shot_counts(d, gp, gc, qp[s:s + step], qc[s:s + step], valid, g_group,
+                                              n_groups, rng, num_repeats, max_rank)
 
     if num_valid == 0:
         raise ValueError("no query has a true match left in the gallery (check q_pids/g_pids and the camera ids)")
