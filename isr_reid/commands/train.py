@@ -44,11 +44,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
     import sys
+
+    import torch
 
     from ..train import train_isr
     from ..zoo import load_model
 
+    torch.manual_seed(args.seed)  # a reproducible random init (and the same on every rank)
     overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
     model = load_model(args.model, pretrained=args.pretrained, weights=args.weights, device="cpu", **overrides)
     result = train_isr(
@@ -74,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         log=lambda s: print(s, file=sys.stderr),
     )
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one summary
+        return 0
     last = result.history[-1] if result.history else {}
     print(f"trained {result.steps} steps; final loss {last.get('loss', float('nan')):.4f}; model written to {args.output}")
     return 0
