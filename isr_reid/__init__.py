@@ -20,9 +20,10 @@ _LAZY = {
     "list_models": "isr_reid.zoo",
     "load_model": "isr_reid.zoo",
     "ReIDModel": "isr_reid.models.base",
+    "fetch_weights": "isr_reid.weights",
 }
 
-__all__ = ["ModelConfig", "ReIDModel", "__version__", "get_config", "list_models", "load_model"]
+__all__ = ["ModelConfig", "ReIDModel", "__version__", "fetch_weights", "get_config", "list_models", "load_model"]
 
 
 def __getattr__(name: str) -> Any:

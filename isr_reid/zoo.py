@@ -204,6 +204,11 @@ def load_model(
     if weights is not None:
         saved_cfg = weights_mod.config_from_weights(weights)
         if saved_cfg is not None:
+            if saved_cfg.architecture != cfg.architecture:
+                raise ValueError(
+                    f"weights {weights} are for architecture {saved_cfg.architecture!r} (model {saved_cfg.name!r}), "
+                    f"but {name!r} is {cfg.architecture!r}"
+                )
             cfg = saved_cfg
     cfg = cfg.replace(**overrides) if overrides else cfg
     model = build_model(cfg)
