@@ -72,15 +72,16 @@ def _positive_ranks(d: torch.Tensor, gp: torch.Tensor, gc: torch.Tensor, qp: tor
     pos_d, pos_i = pos_d.gather(1, order), pos_i.gather(1, order)
     # before[b, j]: how many true matches precede gallery item j (distance, then index).
     before = torch.searchsorted(pos_d, d.contiguous(), right=False)
-    upper = torch.searchsorted(pos_d, d.contiguous(), right=True)
-    tb, tj = ((upper > before) & negatives).nonzero(as_tuple=True)
+    # An item whose distance equals a true match's comes after it only if its index is larger.
+    tied = negatives & (before < p) & (pos_d.gather(1, before.clamp(max=p - 1)) == d)
+    tb, tj = tied.nonzero(as_tuple=True)
     if len(tb):
         k = torch.arange(p, device=dev)
         step = max(1, (1 << 22) // p)
         for s in range(0, len(tb), step):
             b, j = tb[s:s + step], tj[s:s + step]
-            tied = (k[None] >= before[b, j][:, None]) & (k[None] < upper[b, j][:, None]) & (pos_i[b] < j[:, None])
-            before[b, j] += tied.sum(1)
+            same = (k[None] >= before[b, j][:, None]) & (pos_d[b] == d[b, j][:, None]) & (pos_i[b] < j[:, None])
+            before[b, j] += same.sum(1)
     counts = torch.zeros(rows, p + 2, dtype=torch.int64, device=dev)
     counts.scatter_add_(1, torch.where(negatives, before, p + 1), torch.ones_like(before))
     negatives_before = torch.cumsum(counts[:, :p], 1)
