@@ -272,3 +272,16 @@ def test_torch_export_traces_through_the_custom_op():
     x, p = make_features("nchw", torch.float32), torch.tensor(3.0)
     ep = torch.export.export(Head(), (x, p))
     torch.testing.assert_close(ep.module()(x, p).double(), ref_pool_bn_l2(x, "gem"), rtol=1e-5, atol=1e-6)
+
+
+def test_torch_compile_traces_the_wrappers_in_one_graph():
+    # fullgraph: reading the backend (environment, context variable) must not break the graph
+    p = torch.nn.Parameter(torch.tensor(3.0))
+    x = make_features("channels_last", torch.float32)
+
+    def f(x):
+        return pool_bn_l2(x, mode="gem", p=p)
+
+    with kernel_backend("torch"):
+        compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
+        torch.testing.assert_close(compiled(x).double(), ref_pool_bn_l2(x, "gem"), rtol=1e-5, atol=1e-6)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import importlib.util
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -22,6 +23,8 @@ BACKENDS = ("auto", "triton", "torch")
 _ENV = "ISR_REID_KERNELS"
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("isr_reid_kernel_backend", default=None)
 _jitted: dict[tuple[Callable[..., Any], bool], Any] = {}
+# found, not imported: a constant that torch.compile can trace through
+_HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 def _check(name: str, source: str) -> str:
@@ -64,22 +67,14 @@ def _use_triton(t: torch.Tensor, op: str) -> bool:
     if backend == "torch":
         return False
     if backend == "auto":
-        return t.device.type == "cuda" and _triton_available()
-    if not _triton_available():
+        return t.device.type == "cuda" and _HAS_TRITON
+    if not _HAS_TRITON:
         raise RuntimeError(f"{op}: ${_ENV}=triton but triton is not installed")
     if not _triton_runs_on(t):
         raise RuntimeError(
             f"{op}: ${_ENV}=triton on a {t.device.type} tensor needs TRITON_INTERPRET=1 "
             "(set before triton is imported) or a CUDA tensor"
         )
-    return True
-
-
-def _triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
     return True
 
 

@@ -56,17 +56,30 @@ def _acc_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _pool_torch(x: torch.Tensor, mode: str, p: torch.Tensor | float | None, eps: float) -> torch.Tensor:
-    """Mean or GeM pooling to (B, C) in the accumulation dtype, without flattening (no channels_last copy)."""
-    dims = (2, 3) if x.dim() == 4 else (1,)
+    """Mean or GeM pooling to (B, C) in the accumulation dtype, with as few full-size temporaries as possible."""
     acc = _acc_dtype(x)
-    if mode == "mean":
-        return x.mean(dims, dtype=acc)
-    p_t = p.to(acc) if isinstance(p, torch.Tensor) else float(p)
-    v = x.to(acc).clamp(min=eps)
     grad = torch.is_grad_enabled() and (x.requires_grad or (isinstance(p, torch.Tensor) and p.requires_grad))
-    # in place when autograd does not need the clamped values: one temporary instead of two
-    v = v.pow(p_t) if grad else v.pow_(p_t)
-    return v.mean(dims).pow(1.0 / p_t)
+    if mode == "gem":
+        v = x.to(acc)  # keeps x's memory format; a copy only for half types
+        v = v.clamp_(min=eps) if v is not x and not grad else v.clamp(min=eps)
+        if grad:
+            x = v.pow(p.to(acc) if isinstance(p, torch.Tensor) else float(p))
+        elif isinstance(p, torch.Tensor):
+            # in place, and exp(p log v) rather than pow with a tensor exponent: ~3x faster on CPU
+            x = v.log_().mul_(p.to(acc)).exp_()
+        else:
+            x = v.pow_(float(p))
+    # a reduction over one contiguous axis beats one over (H, W) on CPU, so flatten where that is a view
+    if x.dim() == 3:
+        pooled = x.mean(1, dtype=acc)
+    elif x.is_contiguous():
+        pooled = x.flatten(2).mean(2, dtype=acc)
+    else:
+        pooled = x.mean((2, 3), dtype=acc)
+    if mode == "gem":
+        inv_p = 1.0 / (p.to(acc) if isinstance(p, torch.Tensor) else float(p))
+        pooled = pooled.pow(inv_p)
+    return pooled
 
 
 def pool_bn_l2_torch(
