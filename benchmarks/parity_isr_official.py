@@ -5,8 +5,8 @@ Builds the official model exactly as ISR's demo does (``timm.create_model(
 with random weights (LayerNorm and bias terms too, so that no parameter is trivially 0 or 1), saves
 it in the official file layout ``{'state_dict': {'model.*', 'feat.*'}}`` (366 entries, with timm's
 ``relative_position_index`` and ``attn_mask`` buffers), loads that file with
-``isr_reid.load_model("isr_swin_base", pretrained=False)`` + :func:`isr_reid.convert.convert_checkpoint`
-(or ``weights=PATH`` with ``--via-weights`` once ``.pth`` loading is wired), and compares the
+``isr_reid.load_model("isr_swin_base", weights=PATH)`` (or, with ``--load converter``,
+``load_model(pretrained=False)`` + :func:`isr_reid.convert.convert_checkpoint`), and compares the
 L2-normalised embeddings of random inputs. Passes when the minimum cosine is >= 0.99999.
 
 timm 0.4.12 is not a dependency: install it in a scratch folder and put it on PYTHONPATH:
@@ -56,15 +56,18 @@ def _official_model() -> nn.Module:
 
 
 def _randomize(model: nn.Module, generator: torch.Generator) -> None:
+    # LayerNorm scales away from 1 so that they count; small biases, because a large final-norm or
+    # feat bias is shared by every input and would squeeze all embeddings together.
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name and name.endswith("weight"):
                 p.copy_(1.0 + 0.2 * torch.randn(p.shape, generator=generator))
-            elif name.endswith("bias") or "relative_position_bias_table" in name:
+            elif name.endswith("bias"):
+                p.copy_(0.02 * torch.randn(p.shape, generator=generator))
+            elif "relative_position_bias_table" in name:
                 p.copy_(0.2 * torch.randn(p.shape, generator=generator))
             else:
-                fan_in = p[0].numel() if p.dim() > 1 else 1
-                p.copy_(torch.randn(p.shape, generator=generator) / fan_in**0.5)
+                p.copy_(2.0 * torch.randn(p.shape, generator=generator) / p[0].numel() ** 0.5)
 
 
 def main() -> int:
@@ -72,7 +75,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8, help="random 224x224 inputs to compare (default 8)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
-        "--via-weights", action="store_true", help="load with load_model(weights=PATH) instead of the converter"
+        "--load",
+        choices=("weights", "converter"),
+        default="weights",
+        help="weights: load_model('isr_swin_base', weights=PATH) (default); converter: "
+        "load_model(pretrained=False) + read_upstream_checkpoint + convert_checkpoint + strict load",
     )
     ap.add_argument("--threshold", type=float, default=0.99999)
     args = ap.parse_args()
@@ -93,7 +100,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "swin_base_patch4_window7_224.pth"
         torch.save({"state_dict": state}, path)
-        if args.via_weights:
+        if args.load == "weights":
             ours = isr_reid.load_model("isr_swin_base", weights=str(path), device="cpu")
         else:
             ckpt = read_upstream_checkpoint(path)
@@ -111,7 +118,7 @@ def main() -> int:
     print(f"min cosine: {cos.min().item():.8f}   max abs diff: {(ref - got).abs().max().item():.3e}")
     # sanity: the random network must not map every input to the same point
     spread = (ref @ ref.t())[~torch.eye(len(ref), dtype=torch.bool)]
-    print(f"cosine between different inputs' official embeddings: max {spread.max().item():.4f}")
+    print(f"cosine between different inputs' official embeddings: max {spread.max().item():.4f} (spread check)")
     ok = bool(cos.min().item() >= args.threshold)
     print("PASS" if ok else f"FAIL (threshold {args.threshold})")
     return 0 if ok else 1
