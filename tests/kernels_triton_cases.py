@@ -148,6 +148,23 @@ def test_l2_kernel_with_bias_vs_float64(dtype):
     assert torch.equal(zero.cpu(), torch.zeros(2, 5))
 
 
+def test_public_token_and_image_ops_run_their_kernels(triton_backend, monkeypatch):
+    launched = []
+    for module in (ln_mean, l2norm, normalize):
+        real = module._launch
+        monkeypatch.setattr(module, "_launch", lambda *a, m=module, real=real: launched.append(m) or real(*a))
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 5, 24, generator=g).to(DEVICE)
+    w, b = affine(24)
+    torch.testing.assert_close(ln_mean.ln_mean_tokens(x, w, b), ln_mean.ln_mean_tokens_torch(x, w, b), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(l2norm.l2_normalize(x, b), l2norm.l2_normalize_torch(x, b), rtol=1e-5, atol=1e-6)
+    img = torch.randint(0, 256, (2, 9, 7, 3), dtype=torch.uint8, generator=g).to(DEVICE)
+    got = normalize.normalize_images(img, MEAN, STD, layout="nhwc", channels_last=True)
+    want = normalize.normalize_images_torch(img, MEAN, STD, layout="nhwc", channels_last=True)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    assert launched == [ln_mean, l2norm, normalize]
+
+
 # --- uint8 -> normalised float -------------------------------------------------------------------------------
 
 

@@ -193,6 +193,7 @@ def test_normalize_rejects_bad_input(kwargs, error, needle):
         (torch.zeros(2, 3, 2, 2), {"mode": "gem"}, "needs p"),
         (torch.zeros(2, 3, 2, 2), {"scale": torch.ones(4)}, "scale must have shape"),
         (torch.zeros(2, 3, 2, 2, dtype=torch.int64), {}, "float"),
+        (torch.zeros(2, 3, 0, 2), {}, "empty"),
     ],
 )
 def test_pool_bn_l2_rejects_bad_input(x, kwargs, needle):

@@ -44,6 +44,8 @@ def _check_inputs(
     if isinstance(p, torch.Tensor) and p.numel() != 1:
         raise ValueError(f"pool_bn_l2: p must be a scalar, got shape {tuple(p.shape)}")
     c = x.shape[1] if x.dim() == 4 else x.shape[2]
+    if x.numel() == 0:
+        raise ValueError(f"pool_bn_l2: x has an empty dimension, shape {tuple(x.shape)}")
     for name, t in (("scale", scale), ("shift", shift)):
         if t is not None and tuple(t.shape) != (c,):
             raise ValueError(f"pool_bn_l2: {name} must have shape ({c},) for {c} channels, got {tuple(t.shape)}")

@@ -30,8 +30,8 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> 
         raise ValueError(f"ln_mean_tokens: x must be tokens (B, L, C), got shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"ln_mean_tokens: x must be a float tensor, got {x.dtype}")
-    if x.shape[1] == 0:
-        raise ValueError("ln_mean_tokens: x has no tokens (L = 0)")
+    if x.numel() == 0:
+        raise ValueError(f"ln_mean_tokens: x has an empty dimension, shape {tuple(x.shape)}")
     c = x.shape[2]
     for name, t in (("weight", weight), ("bias", bias)):
         if tuple(t.shape) != (c,):
@@ -77,7 +77,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: floa
     block_l = max(1, min(16, 8192 // block_c))
     wrap_triton(_jit(_ln_mean_kernel))[(batch,)](
         x, weight, bias, out, length, c, x.stride(0), x.stride(1), x.stride(2), 1.0 / c, 1.0 / length, eps,
-        BLOCK_L=block_l, BLOCK_C=block_c,
+        BLOCK_L=block_l, BLOCK_C=block_c, num_warps=8 if block_c >= 1024 else 4,
     )  # fmt: skip
     return out
 
