@@ -11,12 +11,14 @@ from .finetune import FinetuneResult, IdentitySampler, evaluate_model, finetune
 from .isr import TrainResult, train_isr
 from .losses import batch_hard_triplet_loss, cross_entropy_label_smooth, reliability_contrastive_loss
 from .matching import MinedPairs, match_pairs, mine_pairs, pair_reliability
+from .scl import SCLObjective
 
 __all__ = [
     "FinetuneResult",
     "IdentitySampler",
     "MinedPairs",
     "NonFiniteLossError",
+    "SCLObjective",
     "TrainResult",
     "batch_hard_triplet_loss",
     "cross_entropy_label_smooth",
