@@ -1,4 +1,7 @@
-"""Retrieval: distances, top-k search, ranking metrics, k-reciprocal re-ranking, a gallery index."""
+"""Retrieval: distances, top-k search, ranking metrics, k-reciprocal re-ranking, a gallery index.
+
+The picture helper :func:`isr_reid.retrieval.visualize.draw_ranked_results` is imported on demand (PIL).
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ __all__ = [
     "SearchResult",
     "evaluate_rank",
     "pairwise_distance",
-    "rerank", "rerank_features",
+    "rerank",
+    "rerank_features",
     "topk",
 ]
