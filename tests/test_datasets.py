@@ -147,3 +147,21 @@ def test_mot_ids_unique_across_sequences(mot17_root):
     ds = load_dataset("mot", mot17_root)
     pairs = {(r.video, r.track) for r in ds.train}
     assert len({r.pid for r in ds.train}) == len(pairs) and len({r.video for r in ds.train}) == 7
+
+
+def test_record_images_crops_boxes(mot17_root, tmp_path):
+    from isr_reid.data.datasets import record_images
+
+    ds = load_dataset("mot", mot17_root / "MOT17-09-FRCNN")
+    recs = ds.query[:3]
+    crops = record_images(recs)
+    for r, crop in zip(recs, crops):
+        x, y, w, h = r.box
+        frame = Image.open(r.path).convert("RGB")
+        left, top = max(0, round(x)), max(0, round(y))
+        right, bottom = min(frame.width, round(x + w)), min(frame.height, round(y + h))
+        assert crop.size == (right - left, bottom - top)
+        assert crop.getpixel((0, 0)) == frame.getpixel((left, top))
+    plain = tmp_path / "a.jpg"
+    _touch(plain)
+    assert record_images([ImageRecord(str(plain), 1, 0)]) == [str(plain)]
