@@ -80,7 +80,7 @@ class SwinISR(ReIDModel):
         y = pooled @ self.feat.weight.t().to(pooled.dtype)
         if normalize:
             return l2_normalize(y, self.feat.bias)
-        return y.float() + self.feat.bias.float()
+        return y + self.feat.bias.to(y.dtype)
 
 
 @register_architecture("swin_base_isr")
