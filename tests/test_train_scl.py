@@ -83,3 +83,38 @@ def test_bad_stripe_shape_is_named() -> None:
     obj = SCLObjective(CAMS, global_dim=DG, num_stripes=S, stripe_dim=DS)
     with pytest.raises(ValueError, match="stripes must be"):
         obj.loss(F.normalize(torch.randn(2, DG), dim=1), torch.randn(2, 3, DS), torch.tensor([0, 1]), 0)
+
+
+def test_train_scl_initialises_and_updates_the_banks(tmp_path) -> None:
+    import copy
+
+    from PIL import Image
+
+    from isr_reid import load_model
+    from isr_reid.train.scl import train_scl
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, size=(40, 20, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    cams = [0, 1, 0, 1, 0, 1]
+    torch.manual_seed(0)
+    model = load_model("scl_resnet50", pretrained=False, input_size=(128, 32), device="cpu")
+    start = copy.deepcopy(model)
+    # lr 0 and one batch: the weights stay, so the banks can be recomputed from the start model
+    res = train_scl(model, paths, cams, epochs=1, batch_size=6, lr=0.0, flip_prob=0.0, progress=False,
+                    objective_options={"num_positives": 2, "num_negatives": 2})
+    u8 = np.stack([np.asarray(Image.open(p).convert("RGB").resize((32, 128), Image.BILINEAR)) for p in paths])
+    x = (torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255 - torch.tensor(model.cfg.mean).view(1, 3, 1, 1)) / torch.tensor(
+        model.cfg.std
+    ).view(1, 3, 1, 1)
+    with torch.no_grad():
+        g_eval, s_eval = start.eval().branch_embeddings(start.forward_features(x))
+        g_train, s_train = start.train().branch_embeddings(start.forward_features(x))
+    s_eval, s_train = torch.stack(s_eval, 1), torch.stack(s_train, 1)
+    expected = F.normalize(0.5 * g_eval + 0.5 * g_train, dim=1)
+    torch.testing.assert_close(res.objective.global_bank, expected, atol=5e-4, rtol=0)  # batch order moves BN sums by float32 rounding
+    torch.testing.assert_close(res.objective.local_bank, F.normalize(0.5 * s_eval + 0.5 * s_train, dim=2), atol=5e-4, rtol=0)  # batch order moves BN sums by float32 rounding
+    assert len(res.history) == 1 and np.isfinite(res.history[0]["loss"])

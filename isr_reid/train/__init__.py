@@ -11,7 +11,7 @@ from .finetune import FinetuneResult, IdentitySampler, evaluate_model, finetune
 from .isr import TrainResult, train_isr
 from .losses import batch_hard_triplet_loss, cross_entropy_label_smooth, reliability_contrastive_loss
 from .matching import MinedPairs, match_pairs, mine_pairs, pair_reliability
-from .scl import SCLObjective
+from .scl import SCLObjective, SCLResult, train_scl
 
 __all__ = [
     "FinetuneResult",
@@ -19,6 +19,7 @@ __all__ = [
     "MinedPairs",
     "NonFiniteLossError",
     "SCLObjective",
+    "SCLResult",
     "TrainResult",
     "batch_hard_triplet_loss",
     "cross_entropy_label_smooth",
@@ -29,4 +30,5 @@ __all__ = [
     "pair_reliability",
     "reliability_contrastive_loss",
     "train_isr",
+    "train_scl",
 ]

@@ -22,13 +22,15 @@ Defaults from the authors' code: lambda_g 0.5, lambda_c 0.05, lambda_t 0.5, alph
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SCLObjective"]
+__all__ = ["SCLObjective", "SCLResult", "train_scl"]
 
 
 class SCLObjective(nn.Module):
@@ -120,3 +122,108 @@ class SCLObjective(nn.Module):
         m = self.momentum
         self.global_bank[indices] = F.normalize(m * self.global_bank[indices] + (1 - m) * g.float(), dim=1)
         self.local_bank[indices] = F.normalize(m * self.local_bank[indices] + (1 - m) * stripes.float(), dim=2)
+
+
+@dataclass
+class SCLResult:
+    """What :func:`train_scl` did: one record per step (epoch, loss), and the objective with its memory banks."""
+
+    history: list[dict[str, float]]
+    objective: SCLObjective
+
+
+def _scl_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g, stripes = model.branch_embeddings(model.forward_features(x))
+    return g, torch.stack(stripes, dim=1)
+
+
+def train_scl(
+    model: nn.Module,
+    images: Sequence[object],
+    camids: Sequence[int],
+    *,
+    epochs: int = 40,
+    batch_size: int = 64,
+    lr: float = 3.5e-4,
+    weight_decay: float = 5e-4,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    flip_prob: float = 0.5,
+    objective_options: dict[str, float] | None = None,
+) -> SCLResult:
+    """Train an SCL model (global + stripe branches, e.g. ``scl_resnet50``) on unlabeled images with :class:`SCLObjective`.
+
+    ``images``: objects with ``path`` and ``box`` (``ImageRecord``, ``Crop``) or file paths; ``camids``
+    one per image. The banks start from the eval-mode features of every image; each epoch visits the
+    images in a seeded random order, with random horizontal flips. Returns the per-step records
+    (epoch, loss) and the objective (its banks). With ``output_dir`` the final model is written with
+    ``save_pretrained``.
+    """
+    from ..data.video import Crop
+    from ..kernels import normalize_images
+    from ._common import load_crops, show_progress
+
+    if not hasattr(model, "branch_embeddings"):
+        raise TypeError(f"train_scl needs a model with global and stripe branches (branch_embeddings); got {type(model).__name__}")
+    if len(images) != len(camids):
+        raise ValueError(f"images ({len(images)}) and camids ({len(camids)}) differ in length")
+    items = [Crop(str(im)) if isinstance(im, (str, os.PathLike)) else im for im in images]
+    dev = torch.device(device) if device is not None else model.device
+    size = tuple(model.cfg.input_size)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(dev)
+
+    def batch(idx: torch.Tensor) -> torch.Tensor:
+        u8 = load_crops([items[int(i)] for i in idx], size)
+        return normalize_images(u8.to(dev), model.cfg.mean, model.cfg.std)
+
+    g0, s0 = [], []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            g, s = _scl_features(model, batch(torch.arange(start, min(start + batch_size, len(items)))))
+            g0.append(g.float().cpu())
+            s0.append(s.float().cpu())
+    g_all, s_all = torch.cat(g0), torch.cat(s0)
+    objective = SCLObjective(camids, global_dim=g_all.shape[1], num_stripes=s_all.shape[1], stripe_dim=s_all.shape[2],
+                             **(objective_options or {}))
+    objective.initialize(g_all, s_all)
+    objective.to(dev)
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    history: list[dict[str, float]] = []
+    from tqdm.auto import tqdm
+
+    steps_per_epoch = math.ceil(len(items) / batch_size)
+    bar = tqdm(total=epochs * steps_per_epoch, desc="scl train", unit="step", disable=not show_progress(progress, True))
+    try:
+        for epoch in range(epochs):
+            order = torch.randperm(len(items), generator=gen)
+            for start in range(0, len(items), batch_size):
+                idx = order[start:start + batch_size]
+                if len(idx) < 2:  # BatchNorm needs two samples
+                    continue
+                x = batch(idx)
+                flip = (torch.rand(len(idx), generator=gen) < flip_prob).to(dev)
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
+                g, s = _scl_features(model, x)
+                loss = objective.loss(g, s, idx.to(dev), epoch)
+                if not torch.isfinite(loss):
+                    from ._common import NonFiniteLossError
+
+                    raise NonFiniteLossError(f"the SCL loss is not finite at epoch {epoch + 1}; lower the learning rate")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                objective.update(g.detach(), s.detach(), idx.to(dev))
+                history.append({"epoch": float(epoch + 1), "loss": float(loss.item())})
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
+    finally:
+        bar.close()
+    model.eval()
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+    return SCLResult(history, objective)
