@@ -72,12 +72,13 @@ def _pool_torch(x: torch.Tensor, mode: str, p: torch.Tensor | float | None, eps:
         else:
             x = v.pow_(float(p))
     # a reduction over one contiguous axis beats one over (H, W) on CPU, so flatten where that is a view
+    kw = {} if x.dtype == acc else {"dtype": acc}  # half types: accumulate in float32 without a copy
     if x.dim() == 3:
-        pooled = x.mean(1, dtype=acc)
+        pooled = x.mean(1, **kw)
     elif x.is_contiguous():
-        pooled = x.flatten(2).mean(2, dtype=acc)
+        pooled = x.flatten(2).mean(2, **kw)
     else:
-        pooled = x.mean((2, 3), dtype=acc)
+        pooled = x.mean((2, 3), **kw)
     if mode == "gem":
         inv_p = 1.0 / (p.to(acc) if isinstance(p, torch.Tensor) else float(p))
         pooled = pooled.pow(inv_p)
@@ -96,6 +97,18 @@ def pool_bn_l2_torch(
 ) -> torch.Tensor:
     """PyTorch path of :func:`pool_bn_l2` (float32 result; float64 for float64 input)."""
     _check_inputs(x, mode, p, scale, shift)
+    return _pool_bn_l2_unchecked(x, mode, p, eps, scale, shift, normalize)
+
+
+def _pool_bn_l2_unchecked(
+    x: torch.Tensor,
+    mode: str,
+    p: torch.Tensor | float | None,
+    eps: float,
+    scale: torch.Tensor | None,
+    shift: torch.Tensor | None,
+    normalize: bool,
+) -> torch.Tensor:
     y = _pool_torch(x, mode, p, eps)
     if scale is not None:
         y = y * scale.to(y.dtype)
@@ -223,7 +236,7 @@ def _pool_bn_l2_op(
         c = x.shape[1] if x.dim() == 4 else x.shape[2]
         out = torch.empty((x.shape[0], c), dtype=torch.float32, device=x.device)
         return _launch(x, p, scale, shift, mode, eps, normalize, out)
-    return pool_bn_l2_torch(x, mode=mode, p=p, eps=eps, scale=scale, shift=shift, normalize=normalize)
+    return _pool_bn_l2_unchecked(x, mode, p, eps, scale, shift, normalize)
 
 
 def _setup_context(ctx, inputs, output) -> None:  # type: ignore[no-untyped-def]
@@ -299,7 +312,7 @@ def pool_bn_l2(
     """
     _check_inputs(x, mode, p, scale, shift)
     if not _use_triton(x, "pool_bn_l2"):
-        return pool_bn_l2_torch(x, mode=mode, p=p, eps=eps, scale=scale, shift=shift, normalize=normalize)
+        return _pool_bn_l2_unchecked(x, mode, p, eps, scale, shift, normalize)
     p_t = None
     if mode == "gem":
         p_t = p if isinstance(p, torch.Tensor) else torch.tensor(float(p), device=x.device)
