@@ -131,7 +131,8 @@ def train_isr(
     and the final model with ``save_pretrained`` (loads with ``load_model(NAME, weights=output_dir)``).
     ``resume=True`` continues from ``output_dir/checkpoint.pt`` (or starts fresh if there is none) and reaches the same weights as an
     uninterrupted run. Under torchrun each rank samples its own videos and DDP all-reduces the
-    gradients. A NaN/inf loss raises :class:`NonFiniteLossError`. ``callback(record)`` runs after
+    gradients. ``seed`` seeds the sampler, the flips and torch's global RNG. A NaN/inf loss raises
+    :class:`NonFiniteLossError`. ``callback(record)`` runs after
     each step. The model is returned to eval mode.
     """
     from ..data.video import FramePairSampler, load_videos
