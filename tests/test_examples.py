@@ -232,3 +232,62 @@ def test_tracker_gallery_matching(weights_dir, model, tmp_path, capsys):
     assert by_box[boxes[(1, 3)]]["identity"] is None
     with Image.open(drawn) as img:
         assert img.size == frame.size
+
+
+def _naive_map(q: np.ndarray, g: np.ndarray, qp, gp, qc, gc) -> tuple[float, float]:
+    """Rank-1 and mAP by the Market-1501 protocol, one query at a time (same pid and camera ignored)."""
+    r1, aps = [], []
+    for i in range(len(q)):
+        order = np.argsort(1.0 - g @ q[i], kind="stable")
+        keep = [j for j in order if not (gp[j] == qp[i] and gc[j] == qc[i])]
+        hits = [gp[j] == qp[i] for j in keep]
+        if not any(hits):
+            continue
+        r1.append(float(hits[0]))
+        found, precisions = 0, []
+        for rank, hit in enumerate(hits, 1):
+            if hit:
+                found += 1
+                precisions.append(found / rank)
+        aps.append(float(np.mean(precisions)))
+    return float(np.mean(r1)), float(np.mean(aps))
+
+
+def test_finetune_folder(weights_dir, model, tmp_path, capsys):
+    root = tmp_path / "people"
+    rng = np.random.default_rng(20)
+    cams = make_cameras(3, seed=21)
+    layout = {"train": (make_identities(4, seed=22, first_pid=0), cams, 2),
+              "query": (make_identities(3, seed=23, first_pid=10), cams[:1], 1),
+              "gallery": (make_identities(3, seed=23, first_pid=10), cams[1:], 2)}
+    for split, (people, split_cams, shots) in layout.items():
+        for ident in people:
+            for cam in split_cams:
+                for k in range(shots):
+                    img = render_crop(ident, cam, phase=rng.uniform(0, 6.28), position=rng.uniform(), rng=rng,
+                                      size=SIZE)
+                    path = root / split / f"{ident.pid:04d}" / f"c{cam.camid}_{k}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    Image.fromarray(img).save(path)
+    out, out_json = tmp_path / "tuned", tmp_path / "metrics.json"
+    _run(capsys, "finetune_folder.py", root, "-o", out, "--steps", 2, "--ids-per-batch", 2, "--instances", 2,
+         "--json", out_json, *_model_args(weights_dir))
+    metrics = json.loads(out_json.read_text())
+    assert metrics["steps"] == 2
+
+    def naive(m: isr_reid.ReIDModel) -> tuple[float, float]:
+        q = sorted((root / "query").rglob("*.png"))
+        g = sorted((root / "gallery").rglob("*.png"))
+        # the person is the folder name, the camera the digit in c<cam>_<k>.png
+        return _naive_map(_reference_embeddings(m, q), _reference_embeddings(m, g),
+                          [int(p.parent.name) for p in q], [int(p.parent.name) for p in g],
+                          [int(p.name[1]) for p in q], [int(p.name[1]) for p in g])
+
+    tuned = isr_reid.load_model("isr_resnet18", weights=out, device="cpu")
+    for when, m in (("before", model), ("after", tuned)):
+        rank1, mean_ap = naive(m)
+        assert metrics[when]["rank1"] == pytest.approx(rank1, abs=1e-6), when
+        assert metrics[when]["mAP"] == pytest.approx(mean_ap, abs=1e-6), when
+    changed = [k for k, v in model.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v, tuned.state_dict()[k])]
+    assert changed, "two fine-tuning steps left every weight as it was"
