@@ -23,7 +23,15 @@ from .kernels import kernel_backend, normalize_images
 if TYPE_CHECKING:
     from .models.base import ReIDModel
 
-__all__ = ["INPUT_KINDS", "MIN_OPSET", "export_onnx", "export_program", "export_pt2", "read_onnx_metadata"]
+__all__ = [
+    "INPUT_KINDS",
+    "MIN_OPSET",
+    "check_onnx",
+    "export_onnx",
+    "export_program",
+    "export_pt2",
+    "read_onnx_metadata",
+]
 
 INPUT_KINDS = ("uint8", "float")
 # The torch.export-based ONNX exporter (torch >= 2.9's default) has op implementations from
@@ -202,3 +210,33 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     out["embed_dim"] = int(raw["embed_dim"])
     out["dynamic_batch"] = raw.get("dynamic_batch") == "true"
     return out
+
+
+def check_onnx(model: ReIDModel, path: str | Path, *, batch_size: int = 3, seed: int = 0) -> float:
+    """Run the ONNX file at ``path`` in onnxruntime (CPU) on a random batch; return its max abs difference to ``model``.
+
+    The batch follows the file's input kind (from its metadata); the reference is the eager model in
+    float32 with the same preprocessing. Needs the ``onnx`` extra (onnxruntime).
+    """
+    import numpy as np
+    import onnxruntime as ort
+
+    meta = read_onnx_metadata(path)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    if not meta["dynamic_batch"]:
+        batch_size = 1
+    reference = _prepare(model, meta["input_kind"], fp16=False)
+    gen = torch.Generator().manual_seed(seed)
+    h, w = meta["input_size"]
+    if meta["input_kind"] == "uint8":
+        images = torch.randint(0, 256, (batch_size, 3, h, w), dtype=torch.uint8, generator=gen)
+    else:
+        images = torch.randn(batch_size, 3, h, w, generator=gen)
+    (out,) = session.run(None, {INPUT_NAME: images.numpy()})
+    with kernel_backend("torch"), torch.no_grad():
+        expected = reference(images).numpy()
+    if out.shape != expected.shape:
+        raise ValueError(f"{path}: output shape {out.shape} differs from the model's {expected.shape}")
+    return float(np.abs(out.astype(np.float64) - expected).max())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 import isr_reid
 from isr_reid import cli
-from isr_reid.export import export_onnx, export_pt2, read_onnx_metadata
+from isr_reid.export import check_onnx, export_onnx, export_pt2, read_onnx_metadata
 from isr_reid.zoo import list_architectures
 
 ort = pytest.importorskip("onnxruntime")
@@ -64,7 +65,8 @@ def uint8_onnx(resnet, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
     resnet.save_pretrained(tmp / "weights")
     out = tmp / "model.onnx"
-    rc = cli.main(["export", "isr_resnet18", "--weights", str(tmp / "weights"), "--format", "onnx", "-o", str(out)])
+    rc = cli.main(["export", "isr_resnet18", "--weights", str(tmp / "weights"), "--format", "onnx", "-o", str(out),
+                   "--verify"])
     assert rc == 0
     return out
 
@@ -114,6 +116,15 @@ def test_onnx_metadata_and_signature(resnet, uint8_onnx, float_onnx):
     assert sess.get_outputs()[0].name == "embeddings"
     assert read_onnx_metadata(float_onnx)["input_kind"] == "float"
     assert _session(float_onnx).get_inputs()[0].type == "tensor(float)"
+
+
+def test_check_onnx_detects_a_different_model(resnet, uint8_onnx, float_onnx):
+    assert check_onnx(resnet, uint8_onnx) < 1e-4
+    assert check_onnx(resnet, float_onnx) < 1e-4
+    other = copy.deepcopy(resnet)
+    with torch.no_grad():
+        other.head.bn.running_mean.add_(0.5)
+    assert check_onnx(other, uint8_onnx) > 1e-3
 
 
 def test_onnx_graph_has_no_custom_ops(uint8_onnx):
