@@ -152,7 +152,7 @@ def export_onnx(
     ``input="uint8"``: the graph takes uint8 (B, 3, H, W) RGB at ``cfg.input_size`` and normalises
     it; ``"float"``: float32 images already normalised. ``fp16`` stores weights and runs the
     network in float16; the input kind and the float32 output stay as they are. ``opset`` defaults
-    to the exporter's own (>= 18).
+    to the exporter's own (>= 18). ``dynamic_batch=False`` fixes the batch axis at 1.
     """
     import onnx
 
