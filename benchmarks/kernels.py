@@ -113,6 +113,11 @@ def make_cases(batch: int, dtype: torch.dtype, device: str) -> list[dict]:
     return cases
 
 
+def select(cases: list[dict], words: list[str] | None) -> list[dict]:
+    """The cases whose name contains any of ``words`` (all when None)."""
+    return [c for c in cases if not words or any(w.lower() in c["name"].lower() for w in words)]
+
+
 # --- timing ---------------------------------------------------------------------------------------------
 
 
@@ -157,7 +162,7 @@ def run_gpu(args: argparse.Namespace) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes:
         for batch in args.batch:
-            for case in make_cases(batch, DTYPES[dtype_name], "cuda"):
+            for case in select(make_cases(batch, DTYPES[dtype_name], "cuda"), args.cases):
                 with kernel_backend("triton"):
                     out = case["fused"]()
                     t_fused = gpu_median_ms(case["fused"])
@@ -182,14 +187,16 @@ def run_cpu(args: argparse.Namespace) -> list[dict]:
     rows = []
     for dtype_name in args.dtypes:
         for batch in args.batch:
-            for case in make_cases(batch, DTYPES[dtype_name], "cpu"):
+            for case in select(make_cases(batch, DTYPES[dtype_name], "cpu"), args.cases):
                 with kernel_backend("torch"):
                     check_close(case["fused"](), case["eager"](), case["name"])
-                    # alternate the two so that load from other processes hits both alike
+                    # alternate the two, first one then the other first, so that load from other
+                    # processes and cache state after the previous call hit both alike
                     t_path, t_eager = [], []
-                    for _ in range(args.repeats):
-                        t_path.append(cpu_median_ms(case["fused"], 1))
-                        t_eager.append(cpu_median_ms(case["eager"], 1))
+                    for i in range(args.repeats):
+                        order = [(t_path, case["fused"]), (t_eager, case["eager"])]
+                        for times, fn in order if i % 2 == 0 else order[::-1]:
+                            times.append(cpu_median_ms(fn, 1))
                 r = dict(case=case["name"], dtype=dtype_name, batch=batch, bytes=case["bytes"],
                          torch_path_ms=statistics.median(t_path), eager_ms=statistics.median(t_eager),
                          torch_path_min_ms=min(t_path), eager_min_ms=min(t_eager))  # fmt: skip
@@ -206,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, nargs="+", default=None, help="default: 64 256 on CUDA, 64 on CPU")
     ap.add_argument("--dtypes", nargs="+", choices=list(DTYPES), default=None,
                     help="default: all three on CUDA, float32 bfloat16 on CPU")  # fmt: skip
+    ap.add_argument("--cases", nargs="+", default=None, help="only cases whose name contains one of these words")
     ap.add_argument("--repeats", type=int, default=15, help="CPU: timed runs per method (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="CPU: torch threads (default: torch's)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows to this JSON file")

@@ -105,8 +105,12 @@ def _pixel_strides(t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
 def _launch(images_nchw: torch.Tensor, a: list[float], c: list[float], out: torch.Tensor) -> torch.Tensor:
     """Run the Triton kernel: (B,3,H,W) uint8 view -> ``out`` (B,3,H,W), any dtype/memory format with merged H, W."""
     x, x_sb, x_sc, x_sp = _pixel_strides(images_nchw)
-    _, o_sb, o_sc, o_sp = _pixel_strides(out)
+    checked, o_sb, o_sc, o_sp = _pixel_strides(out)
+    if checked is not out:
+        raise ValueError(f"normalize_images: out strides {out.stride()} do not merge H and W")
     batch, _, h, w = x.shape
+    if batch * h * w == 0:
+        return out
     block = 1024 if x.device.type == "cuda" else 64  # the interpreter pays per program
     wrap_triton(_jit(_normalize_kernel))[(batch, triton.cdiv(h * w, block))](
         x, out, h * w, x_sb, x_sc, x_sp, o_sb, o_sc, o_sp, *a, *c, BLOCK=block
