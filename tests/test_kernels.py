@@ -55,6 +55,13 @@ def make_features(layout, dtype, b=2, c=6, h=7, w=5, seed=0):
     return x.to(dtype)
 
 
+@pytest.fixture(autouse=True)
+def _torch_backend(monkeypatch):
+    # hermetic whatever the caller exported: these tests are about the PyTorch path
+    monkeypatch.setenv("ISR_REID_KERNELS", "torch")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 1e-5, torch.bfloat16: 1e-5}
 
 # --- pool + BN + L2 ---------------------------------------------------------------------------------------
