@@ -117,3 +117,22 @@ def test_models_markdown_carries_every_published_number(capsys):
     for name, entry in read_manifest()["models"].items():
         for r in entry.get("published_results", []):
             assert f"{r['dataset']} {r['metric']} {r['value']}" in rows[name]
+
+
+def test_atomic_writes_get_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from isr_reid._io import atomic_path
+
+    old = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "f.bin") as tmp:
+            tmp.write_bytes(b"x")
+        assert stat.S_IMODE((tmp_path / "f.bin").stat().st_mode) == 0o644
+        with pytest.raises(RuntimeError), atomic_path(tmp_path / "g.bin") as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("crash mid-write")
+        assert not (tmp_path / "g.bin").exists() and not list(tmp_path.glob(".*.tmp"))
+    finally:
+        os.umask(old)
