@@ -9,6 +9,8 @@ one-to-one) for scoring only.
 - pair-mining precision: over all frame pairs (t, t + d), d = 1..7, detections with score >= 0.3 and height >= 20 px, the share of matched detection pairs
   (both scorable) whose ground-truth track ids agree;
 - AUROC of the reliability for telling right from wrong matched pairs;
+- the same figures on the training sequences (``*_in_domain``): ISR's use case is self-training on the
+  very videos it will be applied to, so the mining on them matters too (their labels are never used);
 - cross-frame retrieval: ground-truth crops of each track in the first frame are queries, crops of the
   last frame the gallery (rank-1, mAP with :func:`isr_reid.retrieval.evaluate_rank`).
 """
@@ -67,14 +69,14 @@ def _embed(model: Any, seq: Any, idx: np.ndarray) -> np.ndarray:
     return model.extract(images, batch_size=64, progress=False)
 
 
-def evaluate(model: Any, data: Path, *, max_gap: int = 7, min_score: float | None = 0.3, min_size: float = 20) -> dict[str, float]:
-    """Mining precision, reliability AUROC and cross-frame retrieval on the held-out sequences."""
+def evaluate(model: Any, data: Path, sequences: tuple[str, ...] = HELD_OUT, *, max_gap: int = 7, min_score: float | None = 0.3, min_size: float = 20) -> dict[str, float]:
+    """Mining precision, reliability AUROC and cross-frame retrieval on ``sequences`` (default: the held-out ones)."""
     from scipy.stats import rankdata
 
     correct, reliab, sims = [], [], []
     unscorable = 0
     q_feats, g_feats, q_pids, g_pids = [], [], [], []
-    for k, name in enumerate(HELD_OUT):
+    for k, name in enumerate(sequences):
         root = data / "train" / name
         det = read_mot_sequence(root, "det", min_score=min_score, min_size=min_size)
         gt = read_mot_sequence(root, "gt", min_size=40)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3.5e-4)
     p.add_argument("--reliability", choices=("margin", "uniform"), default="margin")
+    p.add_argument("--margin-scale", type=float, default=0.1)
+    p.add_argument("--momentum", type=float, default=None, help="mine with a momentum encoder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--output", default=None, help="where the trained model goes (default: a temporary folder)")
@@ -150,9 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--data: {data}/train not found")
     torch.manual_seed(args.seed)
     model = load_model(args.model, pretrained=False, input_size=tuple(args.input_size), device=args.device)
+    train_seqs = tuple(sorted(p.name for p in (data / "train").iterdir() if p.is_dir() and p.name not in HELD_OUT))
     t0 = time.perf_counter()
     before = evaluate(model, data)
     eval_s = time.perf_counter() - t0
+    before_in_domain = evaluate(model, data, train_seqs)
 
     # training videos: the other sequences, through a temporary folder of links (det only, no labels)
     import tempfile
@@ -167,23 +173,26 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         result = train_isr(
             model, vids, max_steps=args.steps, batch_size=args.batch_size, videos_per_batch=4, lr=args.lr,
-            reliability=args.reliability, min_score=0.5, min_size=40, delta=(1, 3), seed=args.seed,
+            reliability=args.reliability, margin_scale=args.margin_scale, momentum=args.momentum,
+            min_score=0.5, min_size=40, delta=(1, 3), seed=args.seed,
             output_dir=out, checkpoint_every=max(args.steps, 1), device=args.device, progress=None,
         )
         train_s = time.perf_counter() - t0
     after = evaluate(model, data)
+    after_in_domain = evaluate(model, data, train_seqs)
     hist = result.history
     report = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}",
         "model": args.model, "input_size": list(args.input_size), "steps": args.steps, "batch_size": args.batch_size,
-        "reliability": args.reliability,
+        "reliability": args.reliability, "margin_scale": args.margin_scale, "momentum": args.momentum,
         "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
         "images_per_s": float(np.median([h["images_per_s"] for h in hist])),
         "loss_first5": float(np.mean([h["loss"] for h in hist[:5]])),
         "loss_last5": float(np.mean([h["loss"] for h in hist[-5:]])),
         "pairs_per_batch": float(np.mean([h["pairs"] for h in hist])),
-        "before": before, "after": after,
+        "held_out": HELD_OUT, "before": before, "after": after,
+        "training_sequences": train_seqs, "before_in_domain": before_in_domain, "after_in_domain": after_in_domain,
     }
     print(json.dumps(report, indent=2))
     if args.json:
