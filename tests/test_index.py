@@ -30,7 +30,8 @@ def test_search_save_load(rng, tmp_path, metric, backend):
     q = rng.standard_normal((7, 16)).astype(np.float32)
     pids = rng.integers(0, 10, 60)
     index = GalleryIndex(g, paths=[f"img{i}.jpg" for i in range(60)], pids=pids, camids=np.zeros(60, int),
-                         frames=np.arange(60), metric=metric, backend=backend)
+                         frames=np.arange(60), videos=["v1"] * 60, tracks=np.arange(60) % 7,
+                         metric=metric, backend=backend)
     ref_d, ref_i = _brute(q, g, metric, 5)
     res = index.search(q, k=5)
     np.testing.assert_array_equal(res.indices, ref_i)
@@ -40,7 +41,8 @@ def test_search_save_load(rng, tmp_path, metric, backend):
     loaded = GalleryIndex.load(tmp_path / "gal.safetensors")
     assert loaded.backend == backend and len(loaded) == 60
     np.testing.assert_array_equal(loaded.search(q, k=5).indices, ref_i)
-    assert loaded.item(3) == {"paths": "img3.jpg", "pids": int(pids[3]), "camids": 0, "frames": 3}
+    assert loaded.item(3) == {"paths": "img3.jpg", "videos": "v1", "pids": int(pids[3]), "camids": 0, "frames": 3,
+                              "tracks": 3}
 
 
 def test_ivfpq_recall(rng, tmp_path):
