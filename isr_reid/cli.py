@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ImportError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"isr-reid {args.command}: error: {e} (an optional dependency is missing: "
+              "pip install 'isr-reid[train,faiss,onnx]' installs them all)", file=sys.stderr)
+        return 1
     except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
         if getattr(args, "debug", False):
             raise

@@ -19,7 +19,11 @@ import torch
 
 from ._io import atomic_path
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DEMO_TRAIN_OPTIONS", "DemoResult", "run_demo"]
+
+# Sized for 2 CPU cores. The demo's cameras differ in colour cast and exposure while ISR's pairs
+# come from one camera, so each crop gets an independent photometric jitter.
+DEMO_TRAIN_OPTIONS: dict[str, Any] = {"batch_size": 32, "videos_per_batch": 4, "color_jitter": 0.3}
 
 
 @dataclass
@@ -64,8 +68,13 @@ def run_demo(
     seed: int = 0,
     progress: bool | None = None,
     log: Any = print,
+    train_options: dict[str, Any] | None = None,
 ) -> DemoResult:
-    """Generate data into ``output``, evaluate, train with ISR for ``train_steps`` (0: skip), evaluate, draw."""
+    """Generate data into ``output``, evaluate, train with ISR for ``train_steps`` (0: skip), evaluate, draw.
+
+    ``train_options`` go to :func:`isr_reid.train.train_isr` over the demo's defaults
+    (:data:`DEMO_TRAIN_OPTIONS`).
+    """
     from .data.synthetic import make_cameras, make_identities, write_reid_set, write_videos
     from .retrieval.visualize import draw_ranked_results
     from .zoo import load_model
@@ -93,7 +102,8 @@ def run_demo(
         from .train import train_isr
 
         log(f"[3/4] ISR training for {train_steps} steps on the unlabeled videos (no identity labels used)")
-        result = train_isr(model, videos_root, max_steps=train_steps, progress=progress, seed=seed)
+        options = {**DEMO_TRAIN_OPTIONS, **(train_options or {})}
+        result = train_isr(model, videos_root, max_steps=train_steps, progress=progress, seed=seed, **options)
         history = [dict(h) for h in getattr(result, "history", [])]
         model.eval()
         after, dist = _evaluate(model, data, batch_size=64)

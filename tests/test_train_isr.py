@@ -113,3 +113,18 @@ def test_cli_trains_resumes_and_writes_a_loadable_model(videos: Path, tmp_path: 
     assert ckpt["step"] == 3
     for key, value in model.state_dict().items():
         assert torch.equal(ckpt["model"][key], value), key
+
+
+def test_photometric_jitter_matches_float64_formula():
+    from isr_reid.train.isr import _photometric_jitter
+
+    rng = np.random.default_rng(5)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 3, 5, 4), dtype=np.uint8))
+    got = _photometric_jitter(images, 0.3, torch.Generator().manual_seed(9))
+    g = torch.Generator().manual_seed(9)  # the same draws, in the same order
+    gain = (1 + 0.3 * (2 * torch.rand(3, 3, 1, 1, generator=g) - 1)).double().numpy()
+    gamma = np.exp(0.3 * (2 * torch.rand(3, 1, 1, 1, generator=g) - 1).double().numpy())
+    x = np.maximum(images.double().numpy() / 255, 1e-6) ** gamma * gain
+    want = np.round(np.clip(x, 0, 1) * 255)
+    assert np.abs(got.numpy().astype(np.float64) - want).max() <= 1  # float32 vs float64 rounding
+    assert (got != images).float().mean() > 0.5  # it does change the pixels

@@ -30,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--delta", type=int, nargs=2, default=(1, 4), metavar=("MIN", "MAX"), help="frame gap range, in frame steps")
     p.add_argument("--reliability", choices=("margin", "uniform"), default="margin", help="pair weights ('uniform' is the ablation)")
     p.add_argument("--momentum", type=float, default=None, help="mine pairs with a momentum encoder (e.g. 0.999)")
+    p.add_argument("--color-jitter", type=float, default=0.0,
+                   help="per-crop random channel gain and gamma of this strength (e.g. 0.3; default off)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections below this score")
     p.add_argument("--min-height", type=float, default=0.0, help="drop crops shorter than this (pixels)")
     p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the model's input size")
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         delta=tuple(args.delta),
         reliability=args.reliability,
         momentum=args.momentum,
+        color_jitter=args.color_jitter,
         min_score=args.min_score,
         min_size=args.min_height,
         output_dir=args.output,

@@ -75,6 +75,19 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, momentum: float) -
             be.copy_(bm)
 
 
+def _photometric_jitter(images: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
+    """Per image, a random per-channel gain in [1 - s, 1 + s] and gamma in [e^-s, e^s] on uint8 (B, 3, H, W).
+
+    The two frames of an ISR pair come from one camera, so nothing in them teaches invariance to
+    another camera's colour cast and exposure; jittering each crop independently does.
+    """
+    n = images.shape[0]
+    gain = 1 + strength * (2 * torch.rand(n, 3, 1, 1, generator=gen) - 1)
+    gamma = torch.exp(strength * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1))
+    x = (images.float() / 255).clamp_min(1e-6).pow(gamma) * gain
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def _all_finite(value: torch.Tensor, world_size: int) -> bool:
     flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
     if world_size > 1:
@@ -114,6 +127,7 @@ def train_isr(
     min_score: float | None = None,
     min_size: float | Sequence[float] = 0.0,
     flip_prob: float = 0.5,
+    color_jitter: float = 0.0,
     output_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
@@ -133,7 +147,9 @@ def train_isr(
     uninterrupted run. Under torchrun each rank samples its own videos and DDP all-reduces the
     gradients. ``seed`` seeds the sampler, the flips and torch's global RNG. A NaN/inf loss raises
     :class:`NonFiniteLossError`. ``callback(record)`` runs after
-    each step. The model is returned to eval mode.
+    each step. The model is returned to eval mode. ``color_jitter`` > 0 applies an independent
+    per-channel gain and gamma to every crop (off by default, as in the paper's pipeline; useful
+    when the cameras you will match across differ in colour and exposure).
     """
     from ..data.video import FramePairSampler, load_videos
 
@@ -210,7 +226,7 @@ def train_isr(
         "model": model.cfg.name, "max_steps": max_steps, "batch_size": batch_size,
         "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warm,
         "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
-        "min_similarity": min_similarity, "momentum": momentum, "seed": seed, "world_size": dist_info.world_size,
+        "min_similarity": min_similarity, "momentum": momentum, "color_jitter": color_jitter, "seed": seed, "world_size": dist_info.world_size,
     }
 
     def write_checkpoint(step: int) -> None:
@@ -249,6 +265,8 @@ def train_isr(
             images = load_crops(crops, size, frame_cache)
             flip = torch.rand(len(crops), generator=flip_gen) < flip_prob
             images[flip] = images[flip].flip(3)
+            if color_jitter > 0:
+                images = _photometric_jitter(images, color_jitter, flip_gen)
             x = normalize_images(images.to(dev), model.cfg.mean, model.cfg.std)
             autocast = torch.autocast(dev.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
             with autocast:
