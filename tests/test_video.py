@@ -146,3 +146,24 @@ def test_sampler_state_round_trip_and_rank_sharding(tmp_path: Path) -> None:
     assert [s2.sample() for _ in range(5)] == first
     r1 = FramePairSampler(vs, pairs_per_batch=4, rank=1, world_size=2)
     assert {p.video for _ in range(20) for p in r1.sample()} == {1, 3}
+
+
+def test_sampler_keeps_the_partners_of_a_crowded_frame() -> None:
+    """30 persons walking a few pixels per frame, 6 kept per frame: frame b must keep a's persons."""
+    from isr_reid.data.video import Crop, Video, VideoSet
+
+    rng = np.random.default_rng(0)
+    start = rng.uniform(0, 1800, (30, 2))
+    crops = {
+        f: [Crop(path=f"p{t}_f{f}.jpg", box=(*(start[t] + 4.0 * f), 40.0, 100.0), track=t)
+            for t in rng.permutation(30)]
+        for f in range(3)
+    }
+    vs = VideoSet([Video("v", [0, 1, 2], crops)])
+    s = FramePairSampler(vs, pairs_per_batch=1, max_crops_per_frame=6, delta=(1, 2), seed=2)
+    for _ in range(20):
+        (pair,) = s.sample()
+        tracks_a = {c.track for c in pair.crops_a}
+        tracks_b = {c.track for c in pair.crops_b}
+        assert len(tracks_a) == len(tracks_b) == 6
+        assert tracks_a == tracks_b  # every kept person of frame a is still there in frame b

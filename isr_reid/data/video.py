@@ -443,7 +443,8 @@ class FramePairSampler:
 
     ``delta`` is a (min, max) range counted in frame steps of a video's sorted frame list (so a video
     stored at every 10th frame with delta 2 pairs frames 20 apart); each pair's delta is uniform over
-    the valid pairs of its video. Frames keep at most ``max_crops_per_frame`` crops (a random subset).
+    the valid pairs of its video. Frames keep at most ``max_crops_per_frame`` crops: a random subset of
+    the first frame, and in the second the crops nearest to those (see :meth:`_subsets`).
     With ``world_size > 1`` each rank samples only its own videos (``videos[rank::world_size]``).
     The random state is a numpy PCG64 generator whose state is saved by :meth:`state_dict`.
     """
@@ -509,8 +510,34 @@ class FramePairSampler:
             pairs = self._pairs[int(vi)]
             i, j = pairs[self.rng.integers(len(pairs))]
             fa, fb = v.frames[int(i)], v.frames[int(j)]
-            out.append(FramePair(int(vi), fa, fb, self._subset(v.crops[fa]), self._subset(v.crops[fb])))
+            out.append(FramePair(int(vi), fa, fb, *self._subsets(v.crops[fa], v.crops[fb])))
         return out
+
+    def _subsets(self, crops_a: list[Crop], crops_b: list[Crop]) -> tuple[list[Crop], list[Crop]]:
+        """Frame a: a random subset. Frame b: the crops most likely to show the same persons.
+
+        The one-to-one matching pairs every kept crop of frame a with a crop of frame b, so a person
+        whose crop in b was dropped is forced onto a stranger. Independent random subsets of two
+        crowded frames (30 persons, 8 kept) would therefore make most mined pairs wrong. Where boxes
+        are known, frame b keeps, for each kept crop of a, the nearest unused box centre (people move
+        little between nearby frames), then the next nearest; without boxes it keeps a random subset.
+        """
+        a = self._subset(crops_a)
+        k = self.max_crops_per_frame
+        if len(crops_b) <= k:
+            return a, list(crops_b)
+        if any(c.box is None for c in a) or any(c.box is None for c in crops_b):
+            return a, self._subset(crops_b)
+        centre_a = np.array([[c.box[0] + c.box[2] / 2, c.box[1] + c.box[3] / 2] for c in a])  # type: ignore[index]
+        centre_b = np.array([[c.box[0] + c.box[2] / 2, c.box[1] + c.box[3] / 2] for c in crops_b])  # type: ignore[index]
+        dist = np.linalg.norm(centre_b[:, None, :] - centre_a[None, :, :], axis=2)  # (len(b), len(a))
+        chosen: list[int] = []
+        for col in self.rng.permutation(len(a)):
+            free = [r for r in np.argsort(dist[:, col], kind="stable") if r not in chosen]
+            chosen.append(int(free[0]))
+        rest = [int(r) for r in np.argsort(dist.min(axis=1), kind="stable") if r not in chosen]
+        keep = sorted((chosen + rest)[:k])
+        return a, [crops_b[r] for r in keep]
 
     def _subset(self, crops: list[Crop]) -> list[Crop]:
         if len(crops) <= self.max_crops_per_frame:
