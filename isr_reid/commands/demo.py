@@ -20,7 +20,7 @@ DESCRIPTION = """The main job, on a CPU with no network, in a few minutes:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", "-o", default="demo_output", help="folder for the data, picture and metrics")
-    p.add_argument("--train-steps", type=int, default=60, help="ISR training steps (0 skips training)")
+    p.add_argument("--train-steps", type=int, default=80, help="ISR training steps (0 skips training)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

@@ -256,7 +256,7 @@ def write_videos(
             video = root / f"cam{cam.camid}_clip{clip}"
             people = rng.choice(len(identities), size=min(persons_per_clip, len(identities)), replace=False)
             start = rng.uniform(0, 0.6, len(people))
-            speed = rng.uniform(0.02, 0.05, len(people))
+            speed = rng.uniform(0.05, 0.1, len(people))  # fast enough that the background changes between frames
             phase0 = rng.uniform(0, 2 * math.pi, len(people))
             for t in range(frames):
                 frame_dir = video / f"{t:06d}"
