@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_training_run_arguments
+
 HELP = "fine-tune a model on a labeled ReID dataset (CE + triplet, BNNeck, PxK sampler), then evaluate"
 DESCRIPTION = """Fine-tune with the "Bag of Tricks" recipe (Luo et al., CVPRW 2019): a PxK identity sampler,
 cross-entropy with label smoothing on the BNNeck feature, batch-hard triplet loss before it, Adam with
@@ -25,16 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=3.5e-4)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--margin", type=float, default=0.3, help="triplet margin")
-    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the model's input size")
-    p.add_argument("--checkpoint-every", type=int, default=500)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     p.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None)
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--log-every", type=int, default=50)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_training_run_arguments(p, checkpoint_every=500, log_every=50)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import add_training_run_arguments
+
 HELP = "train a model with ISR on unlabeled videos (MOT folders, crop folders or crop lists)"
 DESCRIPTION = """Train with ISR (Dou et al., ICCV 2023): persons in two frames of one video are matched by a
 maximum-weight bipartite matching of their embeddings; matched pairs are positives of a
@@ -34,15 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="per-crop random channel gain and gamma of this strength (e.g. 0.3; default off)")
     p.add_argument("--min-score", type=float, default=None, help="drop detections below this score")
     p.add_argument("--min-height", type=float, default=0.0, help="drop crops shorter than this (pixels)")
-    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the model's input size")
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
-    p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_training_run_arguments(p, checkpoint_every=100, log_every=10)
 
 
 def run(args: argparse.Namespace) -> int:
