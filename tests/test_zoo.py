@@ -39,7 +39,7 @@ def test_config_round_trips_through_json_and_overrides():
 def test_overrides_reach_the_model():
     m = isr_reid.load_model("isr_resnet18", pretrained=False, device="cpu", input_size=(64, 32), gem_p=4.0)
     assert m.cfg.input_size == (64, 32)
-    assert float(m.head.p) == 4.0 and not m.training
+    assert float(m.head.p.detach()) == 4.0 and not m.training
 
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
