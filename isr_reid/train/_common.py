@@ -119,3 +119,69 @@ def amp_setup(amp: bool | None, device: torch.device) -> tuple[bool, torch.dtype
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The module inside a DistributedDataParallel wrapper."""
     return model.module if hasattr(model, "module") else model
+
+
+@dataclass
+class Optimization:
+    """Adam, the warm-up + cosine LR schedule, and the fp16 gradient scaler of one training run."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    warmup_steps: int
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, optimizer step through the scaler, then the schedule."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def make_optimization(
+    params: Sequence[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    max_steps: int,
+    warmup_steps: int | None,
+    use_amp: bool,
+    amp_dtype: torch.dtype,
+) -> Optimization:
+    """Adam over ``params`` with linear warm-up (default: a tenth of the steps) and cosine decay."""
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    warm = max(1, max_steps // 10) if warmup_steps is None else warmup_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, max_steps, warm))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    return Optimization(optimizer, scheduler, scaler, warm)
+
+
+def all_finite(value: torch.Tensor, world_size: int) -> bool:
+    """Whether ``value`` is finite on every rank (all ranks agree, so none waits in a collective)."""
+    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def gather_rank_states(state: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """Merge every rank's ``{rank: state}`` dict (sampler and RNG states) so rank 0 can checkpoint them all."""
+    if world_size == 1:
+        return state
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, state)
+    return {k: v for g in gathered for k, v in g.items()}

@@ -28,13 +28,15 @@ from ..kernels import normalize_images
 from ._common import (
     CHECKPOINT_NAME,
     NonFiniteLossError,
+    all_finite,
     amp_setup,
+    gather_rank_states,
     load_checkpoint,
     load_crops,
+    make_optimization,
     save_checkpoint,
     setup_distributed,
     show_progress,
-    warmup_cosine,
 )
 from .losses import batch_hard_triplet_loss, cross_entropy_label_smooth
 
@@ -196,11 +198,8 @@ def finetune(
     aug_gen = torch.Generator().manual_seed(seed * 1000 + dist_info.rank + 1)
     torch.manual_seed(seed)
     net = _Trainable(model, len(labels_of)).to(dev).train()
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    warm = max(1, max_steps // 10) if warmup_steps is None else warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, max_steps, warm))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    opt = make_optimization([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
 
     result = FinetuneResult(output_dir=out)
     start = 0
@@ -208,9 +207,7 @@ def finetune(
     if resume and ckpt_path is not None and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         net.load_state_dict(state["net"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        opt.load_state_dict(state)
         rank_state = state["ranks"].get(str(dist_info.rank))
         if rank_state is None:
             raise ValueError(f"{ckpt_path} has no state for rank {dist_info.rank}: resume with the same number of processes")
@@ -245,22 +242,13 @@ def finetune(
             ce = cross_entropy_label_smooth(logits.float(), y, label_smoothing)
             tri = batch_hard_triplet_loss(feat.float(), y, triplet_margin)
             loss = ce + triplet_weight * tri
-            flag = torch.tensor([float(bool(torch.isfinite(loss)))], device=dev)
-            if dist_info.world_size > 1:
-                import torch.distributed as dist
-
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-            if flag.item() != 1.0:
+            if not all_finite(loss.detach(), dist_info.world_size):
                 last = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.is_file() else ""
                 raise NonFiniteLossError(f"the fine-tuning loss is not finite at step {step + 1}{last}. Lower the learning rate.")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            opt.step(loss)
             record = {
                 "step": step + 1, "loss": float(loss.item()), "ce": float(ce.item()), "triplet": float(tri.item()),
-                "lr": float(optimizer.param_groups[0]["lr"]),
+                "lr": float(opt.optimizer.param_groups[0]["lr"]),
                 "images_per_s": len(idx) * dist_info.world_size / (time.perf_counter() - t0),
             }
             result.history.append(record)
@@ -271,17 +259,13 @@ def finetune(
                 log(f"step {step + 1}/{max_steps}  loss {record['loss']:.4f}  ce {record['ce']:.4f}  "
                     f"triplet {record['triplet']:.4f}  {record['images_per_s']:.1f} img/s  lr {record['lr']:.2e}")
             if (step + 1) % checkpoint_every == 0 or step + 1 == max_steps:
-                ranks = {str(dist_info.rank): {"sampler": sampler.state_dict(), "aug_rng": aug_gen.get_state()}}
-                if dist_info.world_size > 1:
-                    import torch.distributed as dist
-
-                    gathered: list[Any] = [None] * dist_info.world_size
-                    dist.all_gather_object(gathered, ranks)
-                    ranks = {k: v for g in gathered for k, v in g.items()}
+                ranks = gather_rank_states(
+                    {str(dist_info.rank): {"sampler": sampler.state_dict(), "aug_rng": aug_gen.get_state()}},
+                    dist_info.world_size,
+                )
                 if dist_info.is_main and ckpt_path is not None:
                     save_checkpoint(ckpt_path, {
-                        "step": step + 1, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "ranks": ranks,
+                        "step": step + 1, "net": net.state_dict(), **opt.state_dict(), "ranks": ranks,
                         "torch_rng": torch.get_rng_state(), "history": result.history,
                     })
     finally:

@@ -35,13 +35,15 @@ from ..kernels import normalize_images
 from ._common import (
     CHECKPOINT_NAME,
     NonFiniteLossError,
+    all_finite,
     amp_setup,
+    gather_rank_states,
     load_checkpoint,
     load_crops,
+    make_optimization,
     save_checkpoint,
     setup_distributed,
     show_progress,
-    warmup_cosine,
 )
 from .losses import reliability_contrastive_loss
 from .matching import mine_pairs
@@ -86,15 +88,6 @@ def _photometric_jitter(images: torch.Tensor, strength: float, gen: torch.Genera
     gamma = torch.exp(strength * (2 * torch.rand(n, 1, 1, 1, generator=gen) - 1))
     x = (images.float() / 255).clamp_min(1e-6).pow(gamma) * gain
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
-def _all_finite(value: torch.Tensor, world_size: int) -> bool:
-    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
-    if world_size > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() == 1.0)
 
 
 def _raise_non_finite(what: str, step: int, rank: int, ckpt_path: Path | None) -> None:
@@ -186,11 +179,8 @@ def train_isr(
     if momentum is not None:
         ema = copy.deepcopy(model).eval()
         ema.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
-    warm = max(1, max_steps // 10) if warmup_steps is None else warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, max_steps, warm))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    opt = make_optimization([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
 
     result = TrainResult(output_dir=out)
     start = 0
@@ -199,9 +189,7 @@ def train_isr(
         state = load_checkpoint(ckpt_path)
         rank_key = str(dist_info.rank)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        opt.load_state_dict(state)
         if ema is not None:
             if state.get("ema") is None:
                 raise ValueError(f"{ckpt_path} was written without a momentum encoder; resume with momentum=None")
@@ -224,23 +212,19 @@ def train_isr(
     size = tuple(model.cfg.input_size)
     config = {
         "model": model.cfg.name, "max_steps": max_steps, "batch_size": batch_size,
-        "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warm,
+        "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": opt.warmup_steps,
         "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
         "min_similarity": min_similarity, "momentum": momentum, "color_jitter": color_jitter, "seed": seed, "world_size": dist_info.world_size,
     }
 
     def write_checkpoint(step: int) -> None:
-        ranks = {str(dist_info.rank): {"sampler": sampler.state_dict(), "flip_rng": flip_gen.get_state()}}
-        if dist_info.world_size > 1:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * dist_info.world_size
-            dist.all_gather_object(gathered, ranks)
-            ranks = {k: v for g in gathered for k, v in g.items()}
+        ranks = gather_rank_states(
+            {str(dist_info.rank): {"sampler": sampler.state_dict(), "flip_rng": flip_gen.get_state()}},
+            dist_info.world_size,
+        )
         if dist_info.is_main and ckpt_path is not None:
             save_checkpoint(ckpt_path, {
-                "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "step": step, "model": model.state_dict(), **opt.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None, "ranks": ranks,
                 "torch_rng": torch.get_rng_state(), "history": result.history, "config": config,
             })
@@ -271,7 +255,7 @@ def train_isr(
             autocast = torch.autocast(dev.type, dtype=amp_dtype) if use_amp else contextlib.nullcontext()
             with autocast:
                 emb = net(x).float()
-            if not _all_finite(emb.detach(), dist_info.world_size):
+            if not all_finite(emb.detach(), dist_info.world_size):
                 _raise_non_finite("embeddings", step, dist_info.rank, ckpt_path)
             if ema is not None:
                 with torch.no_grad(), autocast:
@@ -284,13 +268,9 @@ def train_isr(
             b = torch.from_numpy(mined.b).to(dev)
             w = torch.from_numpy(mined.reliability).float().to(dev)
             loss = reliability_contrastive_loss(emb, a, b, w, temperature)
-            if not _all_finite(loss.detach(), dist_info.world_size):
+            if not all_finite(loss.detach(), dist_info.world_size):
                 _raise_non_finite("loss", step, dist_info.rank, ckpt_path)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            opt.step(loss)
             if ema is not None:
                 _ema_update(ema, model, momentum)  # type: ignore[arg-type]
             dt = time.perf_counter() - t0
@@ -302,7 +282,7 @@ def train_isr(
                 "similarity": float(mined.similarity.mean()) if len(mined) else 0.0,
                 "images": float(len(crops)),
                 "images_per_s": len(crops) * dist_info.world_size / dt,
-                "lr": float(optimizer.param_groups[0]["lr"]),
+                "lr": float(opt.optimizer.param_groups[0]["lr"]),
             }
             result.history.append(record)
             result.steps = step + 1
