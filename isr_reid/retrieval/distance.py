@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["METRICS", "as_tensor", "pairwise_distance", "topk"]
+__all__ = ["METRICS", "SCL_LAYOUT", "as_tensor", "pairwise_distance", "scl_parts", "topk"]
 
-METRICS = ("cosine", "euclidean")
+METRICS = ("cosine", "euclidean", "scl")
+# scl_resnet50's embedding: [g / sqrt(2), s_1 / 4, ..., s_8 / 4] (global dim 2048, 8 stripes of 256).
+SCL_LAYOUT = (2048, 8)
 # Elements of one (queries x gallery) block: 2^24 float32 = 64 MiB, whatever the problem size.
 _BLOCK_ELEMENTS = 1 << 24
 
@@ -45,14 +48,54 @@ def _features(x: Any, name: str, device: str | torch.device | None) -> torch.Ten
     return t
 
 
-def _block(q: torch.Tensor, g: torch.Tensor, metric: str, g_sq: torch.Tensor | None = None) -> torch.Tensor:
+def scl_parts(x: torch.Tensor, layout: tuple[int, int] = SCL_LAYOUT) -> list[torch.Tensor]:
+    """Split ``scl_resnet50`` embeddings ``[g/sqrt(2), s_1/sqrt(2n), ..., s_n/sqrt(2n)]`` back into g, s_1..s_n.
+
+    ``layout`` is (global dim, number of stripes n); the stripe dim is the rest divided by n. The
+    scales of :class:`isr_reid.models.resnet.ResNetSCL` are undone, so unit branches come back unit.
+    """
+    gdim, n = layout
+    d = x.shape[1]
+    if gdim <= 0 or n <= 0 or d <= gdim or (d - gdim) % n:
+        raise ValueError(f"metric 'scl': {d}-d features do not split into a {gdim}-d global part and {n} equal "
+                         f"stripes (scl_resnet50 makes 2048 + 8 x 256 = 4096-d embeddings)")
+    sdim = (d - gdim) // n
+    parts = [x[:, :gdim] * math.sqrt(2.0)]
+    parts += [x[:, gdim + k * sdim: gdim + (k + 1) * sdim] * math.sqrt(2.0 * n) for k in range(n)]
+    return parts
+
+
+def _gallery_aux(g: torch.Tensor, metric: str, layout: tuple[int, int]) -> torch.Tensor | None:
+    """What a block needs of the gallery beside its rows: squared norms (per part for ``scl``)."""
+    if metric == "euclidean":
+        return (g * g).sum(1)
+    if metric == "scl":
+        return torch.stack([(p * p).sum(1) for p in scl_parts(g, layout)], 1)
+    return None
+
+
+def _euclidean(q: torch.Tensor, g: torch.Tensor, g_sq: torch.Tensor) -> torch.Tensor:
+    q_sq = (q * q).sum(1, keepdim=True)
+    # The expansion ||q||^2 + ||g||^2 - 2 q.g can dip below zero by rounding; clamp before sqrt.
+    return (q_sq + g_sq[None, :] - 2.0 * (q @ g.T)).clamp_min_(0).sqrt_()
+
+
+def _block(q: torch.Tensor, g: torch.Tensor, metric: str, g_aux: torch.Tensor | None = None,
+           layout: tuple[int, int] = SCL_LAYOUT) -> torch.Tensor:
     """Distances of a query block to a gallery block; cosine inputs must already be unit rows."""
     if metric == "cosine":
         return 1.0 - q @ g.T
-    q_sq = (q * q).sum(1, keepdim=True)
-    g_sq = (g * g).sum(1) if g_sq is None else g_sq
-    # The expansion ||q||^2 + ||g||^2 - 2 q.g can dip below zero by rounding; clamp before sqrt.
-    return (q_sq + g_sq[None, :] - 2.0 * (q @ g.T)).clamp_min_(0).sqrt_()
+    if g_aux is None:
+        g_aux = _gallery_aux(g, metric, layout)
+    if metric == "euclidean":
+        return _euclidean(q, g, g_aux)
+    # SCL (Pang et al., ACM TOMM 2022): 0.5 ||g - g'|| + 0.5 mean_k ||s_k - s_k'||, unsquared.
+    qp, gp = scl_parts(q, layout), scl_parts(g, layout)
+    n = len(qp) - 1
+    out = _euclidean(qp[0], gp[0], g_aux[:, 0]).mul_(0.5)
+    for k in range(1, n + 1):
+        out.add_(_euclidean(qp[k], gp[k], g_aux[:, k]), alpha=0.5 / n)
+    return out
 
 
 def _prepare(q: torch.Tensor, g: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,11 +116,15 @@ def pairwise_distance(
     *,
     device: str | torch.device | None = None,
     chunk_size: int | None = None,
+    scl_layout: tuple[int, int] = SCL_LAYOUT,
 ) -> Any:
     """Distance matrix (Nq, Ng) between query and gallery features, computed in query chunks.
 
     ``cosine`` is 1 - cos(q, g) (rows are L2-normalised first); ``euclidean`` is ||q - g||_2 (not
-    squared). numpy inputs give a numpy array, torch inputs a tensor on their device.
+    squared); ``scl`` is SCL's ranking distance (Pang et al., ACM TOMM 2022) on ``scl_resnet50``
+    embeddings: 0.5 ||g - g'|| + 0.5 mean_k ||s_k - s_k'||, unsquared, over the global and stripe
+    parts that :func:`scl_parts` splits back out (``scl_layout`` = (global dim, stripes)).
+    numpy inputs give a numpy array, torch inputs a tensor on their device.
     """
     _check_metric(metric)
     numpy_out = not isinstance(q, torch.Tensor)
@@ -86,9 +133,11 @@ def pairwise_distance(
     qt, gt = _prepare(qt, gt, metric)
     out = torch.empty(qt.shape[0], gt.shape[0], dtype=qt.dtype, device=qt.device)
     step = chunk_size or max(1, _BLOCK_ELEMENTS // max(1, gt.shape[0]))
-    g_sq = (gt * gt).sum(1) if metric == "euclidean" else None
+    g_aux = _gallery_aux(gt, metric, scl_layout)
+    if metric == "scl":  # one (rows x Ng) buffer per part is alive at a time, plus the sum
+        step = chunk_size or max(1, _BLOCK_ELEMENTS // (2 * max(1, gt.shape[0])))
     for s in range(0, qt.shape[0], step):
-        out[s:s + step] = _block(qt[s:s + step], gt, metric, g_sq)
+        out[s:s + step] = _block(qt[s:s + step], gt, metric, g_aux, scl_layout)
     return out.cpu().numpy() if numpy_out else out
 
 
@@ -109,12 +158,14 @@ def topk(
     device: str | torch.device | None = None,
     query_chunk: int | None = None,
     gallery_chunk: int | None = None,
+    scl_layout: tuple[int, int] = SCL_LAYOUT,
 ) -> tuple[Any, Any]:
     """The ``k`` nearest gallery rows of each query: (distances, indices), each (Nq, k), nearest first.
 
     Blocks of at most ``query_chunk x gallery_chunk`` distances are held at once and reduced with
     ``torch.topk`` (no full sort). Rows are ordered by distance, equal distances by gallery index;
-    which of several items tied at the k-th place is kept is unspecified.
+    which of several items tied at the k-th place is kept is unspecified. ``metric`` and
+    ``scl_layout`` are as in :func:`pairwise_distance`.
     """
     _check_metric(metric)
     numpy_out = not isinstance(q, torch.Tensor)
@@ -127,14 +178,15 @@ def topk(
     k = min(k, ng)
     gchunk = gallery_chunk or min(ng, 1 << 16)
     qchunk = query_chunk or max(1, _BLOCK_ELEMENTS // max(1, min(gchunk, ng)))
-    g_sq = (gt * gt).sum(1) if metric == "euclidean" else None
+    g_aux = _gallery_aux(gt, metric, scl_layout)
     dists = torch.empty(qt.shape[0], k, dtype=qt.dtype, device=qt.device)
     index = torch.empty(qt.shape[0], k, dtype=torch.int64, device=qt.device)
     for s in range(0, qt.shape[0], qchunk):
         qb = qt[s:s + qchunk]
         best_d = best_i = None
         for gs in range(0, ng, gchunk):
-            block = _block(qb, gt[gs:gs + gchunk], metric, None if g_sq is None else g_sq[gs:gs + gchunk])
+            block = _block(qb, gt[gs:gs + gchunk], metric, None if g_aux is None else g_aux[gs:gs + gchunk],
+                           scl_layout)
             kk = min(k, block.shape[1])
             d, i = torch.topk(block, kk, dim=1, largest=False, sorted=False)
             i = i + gs

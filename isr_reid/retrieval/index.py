@@ -96,6 +96,8 @@ class GalleryIndex:
             raise ValueError(f"backend: expected 'torch' or 'faiss', got {backend!r}")
         if faiss_type not in FAISS_TYPES:
             raise ValueError(f"faiss_type: expected one of {FAISS_TYPES}, got {faiss_type!r}")
+        if backend == "faiss" and metric == "scl":
+            raise ValueError("metric 'scl' needs backend='torch' (faiss indexes only a dot product or L2)")
         self.embeddings = np.ascontiguousarray(emb, dtype=np.float32)
         if metric == "cosine":
             norms = np.linalg.norm(self.embeddings, axis=1, keepdims=True)
