@@ -26,7 +26,13 @@ from .images import ImageInput, ImageInputError, expand_images, resize_image, to
 if TYPE_CHECKING:
     from ..models.base import ReIDModel
 
-__all__ = ["ExtractResult", "SkippedInput", "extract_features"]
+__all__ = ["ExtractResult", "NonFiniteEmbeddingError", "SkippedInput", "extract_features"]
+
+_NAMED_ROWS = 5  # inputs named in a non-finite error; the rest are counted
+
+
+class NonFiniteEmbeddingError(RuntimeError):
+    """The model gave NaN or inf for some inputs; the message names them and the likely cause."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,29 @@ def _embed(model: ReIDModel, batch_u8: torch.Tensor, flip: bool, device: torch.d
     return F.normalize(emb, dim=1)
 
 
+def _non_finite_cause(model: ReIDModel) -> str:
+    """Why a forward pass gives NaN/inf: non-finite weights or buffers, a zero/non-finite std, else overflow."""
+    bad = [name for name, t in model.state_dict().items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        listed = ", ".join(bad[:_NAMED_ROWS]) + (f" and {len(bad) - _NAMED_ROWS} more" if len(bad) > _NAMED_ROWS else "")
+        return f"the model's weights are not finite ({len(bad)} tensors: {listed}); load other weights"
+    std = np.asarray(model.cfg.std, dtype=np.float64)
+    if not (np.isfinite(std).all() and (std != 0).all()):
+        return f"model.cfg.std is {tuple(model.cfg.std)}: normalising divides by zero or a non-finite value"
+    return "the weights are finite, so the forward pass overflowed (on CUDA, half precision); try the model on CPU"
+
+
+def _raise_non_finite(model: ReIDModel, items: Sequence[ImageInput], indices: Sequence[int], bad: np.ndarray) -> None:
+    rows = [indices[j] for j in np.flatnonzero(bad)]
+    named = "; ".join(f"images[{i}] ({items[i].label})" for i in rows[:_NAMED_ROWS])
+    more = f" and {len(rows) - _NAMED_ROWS} more" if len(rows) > _NAMED_ROWS else ""
+    raise NonFiniteEmbeddingError(
+        f"NaN or inf embedding for {len(rows)} of the {len(indices)} inputs of a batch: {named}{more}. "
+        f"Likely cause: {_non_finite_cause(model)}."
+    )
+
+
 def extract_features(
     model: ReIDModel,
     images: Any,
@@ -120,7 +149,8 @@ def extract_features(
     Inputs are those of :meth:`ReIDModel.extract`. Each image is squash-resized to
     ``model.cfg.input_size`` and normalised with ``cfg.mean``/``cfg.std``. With ``flip`` an
     embedding is l2norm(f(x) + f(mirror(x))). A bad input raises :class:`ImageInputError` naming it,
-    or, with ``skip_bad``, is left out and listed in ``ExtractResult.skipped``.
+    or, with ``skip_bad``, is left out and listed in ``ExtractResult.skipped``. A NaN or inf embedding
+    always raises :class:`NonFiniteEmbeddingError` (naming the inputs and the likely cause), never returned.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -152,8 +182,11 @@ def extract_features(
                         raise ImageInputError(i, items[i].label, err)
                     skipped.append(SkippedInput(i, items[i].label, err))
                 if batch is not None:
-                    emb = _embed(model, batch, flip, device)
-                    out[indices] = emb.cpu().numpy()
+                    emb = _embed(model, batch, flip, device).cpu().numpy()
+                    bad = ~np.isfinite(emb).all(axis=1)
+                    if bad.any():
+                        _raise_non_finite(model, items, indices, bad)
+                    out[indices] = emb
                     kept[indices] = True
                 bar.update(len(indices) + len(errors))
     finally:

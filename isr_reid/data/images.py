@@ -3,6 +3,13 @@
 Every input kind ends as an RGB uint8 HWC array, squash-resized with PIL's bilinear filter
 (antialiased when shrinking, as torchvision's ``Resize`` on PIL images does), so that the same
 picture gives the same pixels whatever form it came in.
+
+Files and PIL images go through one conversion, :func:`pil_to_rgb`: the EXIF orientation is applied
+(the picture as viewers show it, as ``ImageOps.exif_transpose`` gives it); 16-bit and 32-bit
+integer grey (modes ``I;16*`` and ``I``, values 0..65535) is scaled to 8 bits by round(v * 255 / 65535);
+float grey (mode ``F``) must hold values in [0, 1] and is scaled by 255; alpha (RGBA, LA, PA, a
+palette's transparent index) is dropped, as it is for 4-channel arrays; every other mode (1, L, P,
+CMYK, YCbCr, ...) is converted by PIL. Arrays and tensors carry no EXIF.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -24,6 +31,7 @@ __all__ = [
     "expand_images",
     "list_images",
     "load_image",
+    "pil_to_rgb",
     "resize_image",
     "to_rgb_uint8",
 ]
@@ -117,11 +125,62 @@ def expand_images(images: Any) -> list[ImageInput]:
     return out
 
 
+_EXIF_ORIENTATION = 0x0112
+_MAX_16BIT = 65535
+
+
 def load_image(path: str | os.PathLike[str]) -> Image.Image:
-    """Decode an image file fully (so truncation is caught here) as RGB."""
+    """Decode an image file fully (so truncation is caught here) as RGB, by the rules of :func:`pil_to_rgb`."""
     with Image.open(path) as img:
         img.load()
-        return img.convert("RGB")
+        return pil_to_rgb(img)
+
+
+def pil_to_rgb(img: Image.Image) -> Image.Image:
+    """A PIL image as the RGB picture a viewer shows: EXIF orientation applied, 16-bit/float grey scaled, alpha dropped."""
+    if img.getexif().get(_EXIF_ORIENTATION, 1) not in (0, 1):
+        img = ImageOps.exif_transpose(img)
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode == "I" or mode.startswith("I;16"):
+        a = np.asarray(img)
+        lo, hi = int(a.min()), int(a.max())
+        if lo < 0 or hi > _MAX_16BIT:
+            raise ValueError(
+                f"integer image (PIL mode {mode}) has values in [{lo}, {hi}]; only 16-bit grey (0..65535) is "
+                "read (scaled to 8 bits): scale it to uint8 yourself and pass an array"
+            )
+        a8 = ((a.astype(np.uint32) * 255 + _MAX_16BIT // 2) // _MAX_16BIT).astype(np.uint8)  # round(v * 255 / 65535)
+        return Image.fromarray(a8, "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all():
+            raise ValueError(f"float image (PIL mode F) holds {int((~np.isfinite(a)).sum())} NaN or inf pixels")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"float image (PIL mode F) must hold values in [0, 1], found [{lo:.3g}, {hi:.3g}]: scale it to "
+                "uint8 yourself and pass an array"
+            )
+        return Image.fromarray(np.round(a * 255.0).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")  # PIL's own path for a transparent palette; the alpha is dropped next
+    return img.convert("RGB")
+
+
+_CHANNELS = (1, 3, 4)
+
+
+def _check_layout(shape: tuple[int, ...], layout: str) -> None:
+    """Refuse a 3-dim shape that reads as both HWC and CHW (e.g. (3, H, 3)): the layout is never guessed."""
+    if len(shape) == 3 and shape[0] in _CHANNELS and shape[2] in _CHANNELS:
+        kind = "numpy arrays are read as HWC" if layout == "HWC" else "tensors are read as CHW"
+        raise ValueError(
+            f"ambiguous image layout: shape {shape} is a {shape[0]}x{shape[1]} HWC image or a {shape[1]}x{shape[2]} "
+            f"CHW image ({kind}, but an image 1 to 4 pixels wide or high is almost surely a transposed one); "
+            "to embed such an image, pass it as a PIL image (Image.fromarray of its HWC uint8 array)"
+        )
 
 
 def _check_channels(arr: np.ndarray, layout: str) -> np.ndarray:
@@ -130,6 +189,10 @@ def _check_channels(arr: np.ndarray, layout: str) -> np.ndarray:
     if arr.ndim != 3:
         raise ValueError(f"expected a {layout} image with 3 dims, got shape {arr.shape}")
     channels = arr.shape[2]
+    if layout == "HWC" and channels not in _CHANNELS and arr.shape[0] in _CHANNELS:
+        raise ValueError(
+            f"numpy images are HWC; shape {arr.shape} looks CHW: pass arr.transpose(1, 2, 0) or a torch tensor"
+        )
     if channels == 1:
         return np.repeat(arr, 3, axis=2)
     if channels == 4:  # drop alpha
@@ -148,16 +211,19 @@ def to_rgb_uint8(source: Any, channel_order: str = "rgb") -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         return np.asarray(load_image(source))
     if isinstance(source, Image.Image):
-        return np.asarray(source.convert("RGB"))
+        return np.asarray(pil_to_rgb(source))
     if isinstance(source, torch.Tensor):
         t = source.detach().cpu()
-        if t.dim() == 3 and t.shape[0] in (1, 3, 4):
+        _check_layout(tuple(t.shape), "CHW")
+        if t.dim() == 3 and t.shape[0] in _CHANNELS:
             t = t.permute(1, 2, 0)
         elif t.dim() != 2:
             raise ValueError(f"expected a CHW tensor (C in 1, 3, 4), got shape {tuple(source.shape)}")
         if t.dtype == torch.uint8:
             arr = t.numpy()
         elif t.is_floating_point():
+            if not bool(torch.isfinite(t).all()):
+                raise ValueError(f"float tensor holds {int((~torch.isfinite(t)).sum())} NaN or inf values")
             lo, hi = float(t.min()), float(t.max())
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(f"float tensors must hold values in [0, 1], found [{lo:.3g}, {hi:.3g}]")
@@ -168,6 +234,7 @@ def to_rgb_uint8(source: Any, channel_order: str = "rgb") -> np.ndarray:
     elif isinstance(source, np.ndarray):
         if source.dtype != np.uint8:
             raise TypeError(f"numpy images must be uint8 HWC, got dtype {source.dtype}")
+        _check_layout(source.shape, "HWC")
         arr = _check_channels(source, "HWC")
     else:
         raise TypeError(f"unsupported image type {type(source).__name__}")

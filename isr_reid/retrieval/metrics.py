@@ -112,6 +112,16 @@ def _single_shot_counts(d: torch.Tensor, gp: torch.Tensor, gc: torch.Tensor, qp:
     return single[:max_rank] / num_repeats
 
 
+def _raise_nan_rows(dist: torch.Tensor, start: int, step: int, shown: int = 10) -> None:
+    """Name every query row (from ``start`` on, scanned ``step`` rows at a time) that holds a NaN, with its count."""
+    counts = torch.cat([torch.isnan(dist[s:s + step]).sum(1) for s in range(start, dist.shape[0], step)])
+    rows = counts.nonzero()[:, 0]
+    parts = [f"{start + int(r)} ({int(counts[r])} of {dist.shape[1]} columns)" for r in rows[:shown]]
+    more = f" and {len(rows) - shown} more rows" if len(rows) > shown else ""
+    noun = "row" if len(rows) == 1 else "rows"
+    raise ValueError(f"distmat: NaN distances in query {noun} {', '.join(parts)}{more}")
+
+
 def evaluate_rank(
     distmat: Any,
     q_pids: Any,
@@ -168,7 +178,7 @@ def evaluate_rank(
         if not torch.is_floating_point(d):
             d = d.double()
         if bool(torch.isnan(d).any()):
-            raise ValueError(f"distmat: NaN distances in query rows {s}..{s + d.shape[0] - 1}")
+            _raise_nan_rows(dist, s, step)
         ranks, n_rel = _positive_ranks(d, gp, gc, qp[s:s + step], qc[s:s + step])
         valid = n_rel > 0
         if not bool(valid.any()):
