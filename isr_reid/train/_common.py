@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,92 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+
+
+RESUME_MAY_CHANGE = frozenset({"max_steps"})
+"""Run options that may differ on resume. Changing ``max_steps`` extends or shortens the run: the
+cosine schedule is recomputed for the new total (warm-up kept), so the LR after the resume step is not
+that of the original run. Run control (checkpoint_every, log_every, progress, device, amp) is not part
+of the run config at all."""
+
+RESUME_INHERITS = frozenset({"warmup_steps"})
+"""Options whose ``None`` (the default) means "as in the checkpoint" when resuming."""
+
+
+def _plain(value: Any) -> Any:
+    # tuples and lists compare equal once written to a checkpoint (lists) and read back
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def check_resume_config(
+    ckpt_path: Path,
+    saved: Mapping[str, Any] | None,
+    current: Mapping[str, Any],
+    *,
+    may_change: Collection[str] = RESUME_MAY_CHANGE,
+    inherits: Collection[str] = RESUME_INHERITS,
+) -> list[str]:
+    """Raise ValueError naming every run option that differs from the checkpoint's (both values); return the unchecked ones.
+
+    Options in ``may_change`` may differ; an option in ``inherits`` set to None takes the checkpoint's
+    value. Options the checkpoint does not record (an older version wrote it) are returned, unchecked.
+    """
+    saved = saved or {}
+    diffs, unchecked = [], []
+    for key, value in current.items():
+        if key in may_change or (key in inherits and value is None):
+            continue
+        if key not in saved:
+            unchecked.append(key)
+        elif _plain(saved[key]) != _plain(value):
+            diffs.append(f"{key}: checkpoint {_plain(saved[key])!r}, this run {_plain(value)!r}")
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {ckpt_path}: {len(diffs)} run option(s) differ from the checkpoint's: "
+            + "; ".join(diffs)
+            + ". Resume with the checkpoint's values, or train into a new output folder"
+            + f" (options that may change on resume: {', '.join(sorted(may_change)) or 'none'})."
+        )
+    return unchecked
+
+
+def resume_checkpoint(
+    ckpt_path: Path | None,
+    config: Mapping[str, Any],
+    *,
+    max_steps: int,
+    is_main: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from, after checking its run config (:func:`check_resume_config`); None if there is none.
+
+    Says what it does: "resuming from step N of M", or that no checkpoint exists and training starts at
+    step 0 (through ``log``, else as a warning), on the main rank.
+    """
+
+    def say(msg: str, warn: bool = False) -> None:
+        if not is_main:
+            return
+        if log is not None:
+            log(msg)
+        elif warn:
+            warnings.warn(msg, stacklevel=3)
+
+    if ckpt_path is None or not ckpt_path.is_file():
+        say(f"resume: no checkpoint at {ckpt_path}; starting from step 0", warn=True)
+        return None
+    state = load_checkpoint(ckpt_path)
+    unchecked = check_resume_config(ckpt_path, state.get("config"), config)
+    step = int(state["step"])
+    if step > max_steps:
+        raise ValueError(f"cannot resume from {ckpt_path}: it is at step {step}, past max_steps {max_steps}")
+    if unchecked:
+        say(f"resume: {ckpt_path} does not record {', '.join(unchecked)} (an older version wrote it); "
+            "these options are not checked against this run", warn=True)
+    say(f"resuming from step {step} of {max_steps} ({ckpt_path})")
+    return state
 
 
 def show_progress(progress: bool | None, is_main: bool) -> bool:

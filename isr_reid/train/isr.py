@@ -38,9 +38,9 @@ from ._common import (
     all_finite,
     amp_setup,
     gather_rank_states,
-    load_checkpoint,
     load_crops,
     make_optimization,
+    resume_checkpoint,
     save_checkpoint,
     setup_distributed,
     show_progress,
@@ -136,9 +136,11 @@ def train_isr(
 
     Writes ``output_dir/checkpoint.pt`` every ``checkpoint_every`` steps and at the end (atomically),
     and the final model with ``save_pretrained`` (loads with ``load_model(NAME, weights=output_dir)``).
-    ``resume=True`` continues from ``output_dir/checkpoint.pt`` (or starts fresh if there is none) and reaches the same weights as an
-    uninterrupted run. Under torchrun each rank samples its own videos and DDP all-reduces the
-    gradients. ``seed`` seeds the sampler, the flips and torch's global RNG. A NaN/inf loss raises
+    ``resume=True`` continues from ``output_dir/checkpoint.pt`` (logging "resuming from step N"; with no
+    checkpoint there it says so and starts at step 0) and reaches the same weights as an uninterrupted
+    run. Every run option recorded in the checkpoint's ``config`` (input size included) must equal this
+    run's, except ``max_steps`` (``_common.RESUME_MAY_CHANGE``): a ValueError names each that differs.
+    Under torchrun each rank samples its own videos and DDP all-reduces the gradients. ``seed`` seeds the sampler, the flips and torch's global RNG. A NaN/inf loss raises
     :class:`NonFiniteLossError`. ``callback(record)`` runs after
     each step. The model is returned to eval mode. ``color_jitter`` > 0 applies an independent
     per-channel gain and gamma to every crop (off by default, as in the paper's pipeline; useful
@@ -179,14 +181,26 @@ def train_isr(
     if momentum is not None:
         ema = copy.deepcopy(model).eval()
         ema.requires_grad_(False)
-    opt = make_optimization([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
-                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
-
+    size = tuple(model.cfg.input_size)
+    config = {
+        "model": model.cfg.name, "input_size": list(size), "max_steps": max_steps, "batch_size": batch_size,
+        "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
+        "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
+        "min_similarity": min_similarity, "momentum": momentum, "color_jitter": color_jitter, "flip_prob": flip_prob,
+        "min_score": min_score, "min_size": min_size, "num_videos": len(vs), "num_crops": vs.num_crops(),
+        "seed": seed, "world_size": dist_info.world_size,
+    }
     result = TrainResult(output_dir=out)
     start = 0
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    # One check of this run's options against the checkpoint's (see RESUME_MAY_CHANGE), before anything is loaded.
+    state = resume_checkpoint(ckpt_path, config, max_steps=max_steps, is_main=dist_info.is_main, log=log) if resume else None
+    if state is not None and warmup_steps is None:
+        warmup_steps = (state.get("config") or {}).get("warmup_steps")
+    opt = make_optimization([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
+    config["warmup_steps"] = opt.warmup_steps
+    if state is not None:
         rank_key = str(dist_info.rank)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state)
@@ -208,14 +222,6 @@ def train_isr(
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-    size = tuple(model.cfg.input_size)
-    config = {
-        "model": model.cfg.name, "max_steps": max_steps, "batch_size": batch_size,
-        "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": opt.warmup_steps,
-        "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
-        "min_similarity": min_similarity, "momentum": momentum, "color_jitter": color_jitter, "seed": seed, "world_size": dist_info.world_size,
-    }
 
     def write_checkpoint(step: int) -> None:
         ranks = gather_rank_states(
