@@ -31,9 +31,9 @@ from ._common import (
     all_finite,
     amp_setup,
     gather_rank_states,
-    load_checkpoint,
     load_crops,
     make_optimization,
+    resume_checkpoint,
     save_checkpoint,
     setup_distributed,
     show_progress,
@@ -118,6 +118,7 @@ class FinetuneResult:
     steps: int = 0
     metrics: RankResult | None = None
     output_dir: Path | None = None
+    resumed_from: int | None = None
 
 
 def _augment(images: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
@@ -180,6 +181,8 @@ def finetune(
     Loss = CE_ls(classifier(BNNeck(f))) + triplet_weight * batch_hard_triplet(f). Checkpoints (model,
     classifier, optimizer, scheduler, sampler, RNG) go to ``output_dir/checkpoint.pt`` atomically;
     the final model is written with ``save_pretrained``; ``eval_dataset`` is evaluated at the end.
+    ``resume=True`` continues from the checkpoint as :func:`isr_reid.train.train_isr` does: the run
+    options must equal the checkpoint's ``config`` except ``max_steps``, else a ValueError names each.
     """
     if not train:
         raise ValueError("finetune: the training set is empty")
@@ -198,14 +201,25 @@ def finetune(
     aug_gen = torch.Generator().manual_seed(seed * 1000 + dist_info.rank + 1)
     torch.manual_seed(seed)
     net = _Trainable(model, len(labels_of)).to(dev).train()
-    opt = make_optimization([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
-                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
+    config = {
+        "model": model.cfg.name, "input_size": list(model.cfg.input_size), "max_steps": max_steps,
+        "ids_per_batch": ids_per_batch, "instances": instances, "lr": lr, "weight_decay": weight_decay,
+        "warmup_steps": warmup_steps, "label_smoothing": label_smoothing, "triplet_margin": triplet_margin,
+        "triplet_weight": triplet_weight, "augment": augment, "pad": pad, "num_images": len(train),
+        "num_identities": len(labels_of), "seed": seed, "world_size": dist_info.world_size,
+    }
 
     result = FinetuneResult(output_dir=out)
     start = 0
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
-    if resume and ckpt_path is not None and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    # One check of this run's options against the checkpoint's (see RESUME_MAY_CHANGE), before anything is loaded.
+    state = resume_checkpoint(ckpt_path, config, max_steps=max_steps, is_main=dist_info.is_main, log=log) if resume else None
+    if state is not None and warmup_steps is None:
+        warmup_steps = (state.get("config") or {}).get("warmup_steps")
+    opt = make_optimization([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay,
+                            max_steps=max_steps, warmup_steps=warmup_steps, use_amp=use_amp, amp_dtype=amp_dtype)
+    config["warmup_steps"] = opt.warmup_steps
+    if state is not None:
         net.load_state_dict(state["net"])
         opt.load_state_dict(state)
         rank_state = state["ranks"].get(str(dist_info.rank))
@@ -216,6 +230,7 @@ def finetune(
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
         result.history = list(state.get("history", []))
+        result.resumed_from = start
     wrapped: nn.Module = net
     if dist_info.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -266,7 +281,7 @@ def finetune(
                 if dist_info.is_main and ckpt_path is not None:
                     save_checkpoint(ckpt_path, {
                         "step": step + 1, "net": net.state_dict(), **opt.state_dict(), "ranks": ranks,
-                        "torch_rng": torch.get_rng_state(), "history": result.history,
+                        "torch_rng": torch.get_rng_state(), "history": result.history, "config": config,
                     })
     finally:
         bar.close()
@@ -274,7 +289,7 @@ def finetune(
     if dist_info.is_main and out is not None:
         model.save_pretrained(out)
         with atomic_path(out / "finetune_history.json") as tmp:
-            tmp.write_text(json.dumps({"history": result.history}, indent=1) + "\n")
+            tmp.write_text(json.dumps({"config": config, "history": result.history}, indent=1) + "\n")
     if eval_dataset is not None and dist_info.is_main:
         result.metrics = evaluate_model(model, eval_dataset, progress=progress)
     return result
