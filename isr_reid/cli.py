@@ -1,8 +1,10 @@
 """The ``isr-reid`` command: one subcommand per module in :mod:`isr_reid.commands`.
 
 Each command module defines ``HELP`` (one line), ``DESCRIPTION`` (optional, for ``--help``),
-``add_arguments(parser)`` and ``run(args) -> int``, and imports heavy libraries inside ``run`` only,
-so that ``isr-reid --help`` is instant.
+``EXAMPLES`` (the command lines that end its ``--help``; each runs as written), ``add_arguments(parser)``
+and ``run(args) -> int``, and imports heavy libraries inside ``run`` only, so that ``isr-reid --help``
+is instant. ``PARAM_FLAGS`` (optional) maps library parameter names to the command's flags, so that a
+library error shown by the command names the flag.
 """
 
 from __future__ import annotations
@@ -40,15 +42,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _command_modules():
         mod = importlib.import_module(f"{commands.__name__}.{name}")
+        examples = getattr(mod, "EXAMPLES", "")
         p = sub.add_parser(
             name,
             help=mod.HELP,
             description=getattr(mod, "DESCRIPTION", mod.HELP),
+            epilog=f"examples:\n{examples.rstrip()}" if examples else None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run)
+        p.set_defaults(_run=mod.run, _flags={**_flags_of(p), **getattr(mod, "PARAM_FLAGS", {})})
     return parser
+
+
+def _flags_of(p: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> its long flag, for every option of ``p`` (to re-word library errors)."""
+    out = {}
+    for action in p._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in ("help", "version") and action.dest not in out:
+            out[action.dest] = longs[0]
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,8 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError, TypeError, RuntimeError) as e:
         if getattr(args, "debug", False):
             raise
+        from .commands._common import cli_terms
+
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"isr-reid {args.command}: error: {msg}", file=sys.stderr)
+        print(f"isr-reid {args.command}: error: {cli_terms(str(msg), args._flags)}", file=sys.stderr)
         return 1
 
 

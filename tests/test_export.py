@@ -65,7 +65,7 @@ def uint8_onnx(resnet, tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
     resnet.save_pretrained(tmp / "weights")
     out = tmp / "model.onnx"
-    rc = cli.main(["export", "isr_resnet18", "--weights", str(tmp / "weights"), "--format", "onnx", "-o", str(out),
+    rc = cli.main(["export", "--model", "isr_resnet18", "--weights", str(tmp / "weights"), "--format", "onnx", "-o", str(out),
                    "--verify"])
     assert rc == 0
     return out
@@ -205,7 +205,7 @@ def test_bad_arguments_are_named(resnet, tmp_path):
 
 
 def test_cli_needs_weights_or_random_init(tmp_path, capsys):
-    rc = cli.main(["export", "isr_resnet18", "--format", "onnx", "-o", str(tmp_path / "m.onnx")])
+    rc = cli.main(["export", "--model", "isr_resnet18", "--format", "onnx", "-o", str(tmp_path / "m.onnx")])
     assert rc == 1
-    assert "--random-init" in capsys.readouterr().err
+    assert "--init random" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()

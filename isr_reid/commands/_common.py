@@ -1,48 +1,170 @@
-"""Arguments shared by the commands that load a model."""
+"""What the commands share: the model arguments (one convention for every command), run control of
+the training commands, deprecated spellings, and library errors re-worded in the command line's flags.
+
+The convention, the same in every command that loads a model:
+
+  --model NAME                          a zoo name ('isr-reid models')
+  --weights PATH|hf-hub:owner/repo@rev  weights to load instead of the model's published ones
+  --init pretrained|random|auto         where the weights come from when --weights is not given:
+                                        the published weights, a random init, or (auto) the
+                                        published weights when the model has any, else random
+  --input-size H W, --device DEV
+
+Each command states its --init default in its --help: the embedding commands (extract, search,
+evaluate, export) default to 'pretrained', since random embeddings are meaningless; the training
+commands (train, finetune) to 'auto'.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import re
+import sys
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..models.base import ReIDModel
 
-__all__ = ["add_model_arguments", "add_training_run_arguments", "model_from_args"]
+__all__ = [
+    "INIT_CHOICES",
+    "DeprecatedAlias",
+    "add_model_arguments",
+    "add_training_run_arguments",
+    "cli_terms",
+    "model_from_args",
+    "model_name",
+]
+
+INIT_CHOICES = ("pretrained", "random", "auto")
+DEPRECATION = "is deprecated and will be removed in the next release"
 
 
-def add_model_arguments(p: argparse.ArgumentParser, default_model: str | None = None) -> None:
-    """--model, --weights, --random-init, --input-size, --device."""
-    g = p.add_argument_group("model")
-    g.add_argument("--model", "-m", required=default_model is None, default=default_model,
-                   help="zoo name (see 'isr-reid models')" + (f"; default {default_model}" if default_model else ""))
-    g.add_argument("--weights", "-w", default=None,
-                   help="weights: a .safetensors file, a saved model directory, an upstream .pth checkpoint, "
-                        "or hf-hub:owner/repo[@rev]; default: the model's published weights")
-    g.add_argument("--random-init", action="store_true",
-                   help="use randomly initialised weights (for trying the pipeline; embeddings are meaningless)")
+class DeprecatedAlias(argparse.Action):
+    """An old spelling: stores ``const`` into ``dest`` (or the value given) and prints what to write instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, replacement: str, nargs: Any = 0,
+                 const: Any = None, **kwargs: Any) -> None:
+        self.replacement = replacement
+        super().__init__(option_strings, dest, nargs=nargs, const=const, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if not option_string and values in (None, []):  # an optional positional that was not given
+            return
+        spelling = option_string or f"the positional {self.metavar or self.dest}"
+        print(f"{parser.prog}: warning: {spelling} {DEPRECATION}; use {self.replacement}", file=sys.stderr)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+def add_model_arguments(p: argparse.ArgumentParser, *, default_init: str = "pretrained", required: bool = True,
+                        device: bool = True) -> None:
+    """--model, --weights, --init (default ``default_init``), --input-size, --device, and the deprecated
+    --random-init / --pretrained."""
+    g = p.add_argument_group("model (the same flags in every command)")
+    g.add_argument("--model", "-m", required=required, default=None, metavar="NAME",
+                   help="zoo name (see 'isr-reid models')")
+    g.add_argument("--weights", "-w", default=None, metavar="PATH",
+                   help="weights to load: a .safetensors file, a folder written by save_pretrained, train or "
+                        "convert, an upstream .pth checkpoint, or hf-hub:owner/repo[@rev]")
+    init_help = {
+        "pretrained": "default pretrained: the model's published weights (an error names what to fetch when "
+                      "they are not available)",
+        "auto": "default auto: the published weights when the model has any, else a random init",
+    }[default_init]
+    g.add_argument("--init", choices=INIT_CHOICES, default=default_init,
+                   help=f"weights when --weights is not given: pretrained, random or auto; {init_help}")
+    g.add_argument("--random-init", dest="init", action=DeprecatedAlias, const="random",
+                   replacement="--init random", help="deprecated spelling of --init random")
+    g.add_argument("--pretrained", dest="init", action=DeprecatedAlias, const="pretrained",
+                   replacement="--init pretrained", help="deprecated spelling of --init pretrained")
     g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="override the model's input size")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    if device:
+        g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
 
 
-def model_from_args(args: argparse.Namespace) -> ReIDModel:
-    """Load the model that ``add_model_arguments`` described."""
-    from ..zoo import load_model
+def model_name(args: argparse.Namespace) -> str:
+    """The --model of ``args``, or a usage error in the command's terms when it is missing."""
+    if not getattr(args, "model", None):
+        raise ValueError("--model NAME is required (see 'isr-reid models')")
+    return str(args.model)
 
-    if args.random_init and args.weights:
-        raise ValueError("--random-init and --weights exclude each other")
+
+def _has_published_weights(name: str) -> bool:
+    from ..weights import weights_sources
+
+    return bool(weights_sources(name))
+
+
+def model_from_args(args: argparse.Namespace, *, device: str | None = None) -> ReIDModel:
+    """Load the model that ``add_model_arguments`` described (on ``device``, default ``--device``).
+
+    Library errors about weights are re-worded with the command's flags (--weights, --init).
+    """
+    from ..weights import WeightsNotFoundError
+    from ..zoo import get_config, load_model
+
+    name = model_name(args)
+    get_config(name)  # an unknown name fails here, with suggestions
+    init = args.init
+    if init == "random" and args.weights:
+        raise ValueError("--init random and --weights exclude each other")
+    if init == "auto":
+        init = "pretrained" if args.weights or _has_published_weights(name) else "random"
+        if init == "random":
+            print(f"{name} has no published weights: starting from a random init (--init auto)", file=sys.stderr)
     overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
-    return load_model(args.model, pretrained=not args.random_init, weights=args.weights, device=args.device, **overrides)
+    if init == "random":
+        import torch
+
+        # Seeded (--seed, else 0): every command builds the same random weights, so the features of
+        # 'extract --init random' can be searched with 'search --init random'.
+        torch.manual_seed(getattr(args, "seed", 0) or 0)
+    try:
+        return load_model(name, pretrained=init == "pretrained", weights=args.weights,
+                          device=device if device is not None else getattr(args, "device", None), **overrides)
+    except WeightsNotFoundError as e:
+        if args.weights is None and not _has_published_weights(name):
+            raise WeightsNotFoundError(
+                f"{name} has no published weights: pass --weights PATH (a .safetensors file, a saved model "
+                "folder, an upstream checkpoint, or hf-hub:owner/repo@rev), or --init random for a random "
+                "init (a pipeline check: its embeddings are meaningless)") from None
+        raise WeightsNotFoundError(cli_terms(str(e)) + "\n- or pass --init random for a random init") from None
+
+
+# Library (Python) spellings -> command-line flags, for error messages shown by the command line.
+_TERMS = [
+    (re.compile(r"\bpass weights=PATH to load_model\b"), "pass --weights PATH"),
+    (re.compile(r"\bweights=PATH\b"), "--weights PATH"),
+    (re.compile(r"\bpretrained=False\b"), "--init random"),
+    (re.compile(r"\bpretrained=True\b"), "--init pretrained"),
+    (re.compile(r"\bload_model\(weights=([^)]*)\)"), r"--weights \1"),
+    (re.compile(r"\bweights=(?=['\"/\w])"), "--weights "),
+]
+
+
+def cli_terms(message: str, flags: dict[str, str] | None = None) -> str:
+    """``message`` with the library's parameter spellings replaced by command-line flags.
+
+    ``flags`` maps further parameter names to flags (``{"input_size": "--input-size"}``): ``name=`` and
+    a leading ``name:`` become the flag.
+    """
+    for pattern, repl in _TERMS:
+        message = pattern.sub(repl, message)
+    for param, flag in (flags or {}).items():
+        message = re.sub(rf"(?<![\w-]){re.escape(param)}=", f"{flag} ", message)
+        message = re.sub(rf"^{re.escape(param)}:", f"{flag}:", message)
+    return message
 
 
 def add_training_run_arguments(p: argparse.ArgumentParser, *, checkpoint_every: int, log_every: int) -> None:
-    """Run control shared by the training commands: input size, checkpoints, resume, seed, device, AMP, logging."""
-    p.add_argument("--input-size", type=int, nargs=2, default=None, metavar=("H", "W"), help="override the model's input size")
+    """Run control shared by the training commands: checkpoints, resume, seed, AMP, logging.
+
+    (--input-size and --device come with :func:`add_model_arguments`.)
+    """
     p.add_argument("--checkpoint-every", type=int, default=checkpoint_every)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA")
     p.add_argument("--log-every", type=int, default=log_every)
     p.add_argument("--no-progress", action="store_true")

@@ -11,8 +11,8 @@ SRC is an upstream checkpoint in a recognised format (the ISR release's swin_bas
 TransReID-SSL's vit_*_lup.pth, an SCL resnet50_model_*.pth), a .safetensors file, a hub-layout folder,
 or 'hf-hub:owner/repo@rev'. The pickle is read with weights_only=True, converted key by key, and
 loaded strictly into --model's architecture, so a file of another architecture is an error.
-
-Example:
+The folder it writes works as --weights DIR in every command."""
+EXAMPLES = """\
   isr-reid convert swin_base_patch4_window7_224.pth --model isr_swin_base -o isr_swin_base_hub/"""
 
 

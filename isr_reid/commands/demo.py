@@ -16,6 +16,8 @@ DESCRIPTION = """The main job, on a CPU with no network, in a few minutes:
   4. measure again, and save a picture of queries with their top-ranked results
      (green border = same person, red = another person).
 """
+EXAMPLES = """\
+  isr-reid demo --output demo_output"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,22 +13,18 @@ already normalised (--input float). It returns 'embeddings' (B, D), float32, L2-
 batch axis is dynamic. The model name, input size, mean/std, embedding dim and input kind are
 stored in the file's metadata (onnxruntime: session.get_modelmeta().custom_metadata_map).
 --format pt2 writes a torch.export program instead (load with torch.export.load).
-
-Examples:
-  isr-reid export isr_swin_base --format onnx -o isr_swin_base.onnx
-  isr-reid export isr_resnet50 --weights run/ --format onnx --fp16 -o reid_fp16.onnx
-"""
+--init random exports randomly initialised weights (for testing a deployment pipeline)."""
+EXAMPLES = """\
+  isr-reid export --model isr_swin_base --format onnx -o isr_swin_base.onnx
+  isr-reid export --model isr_resnet50 --weights run/ --format onnx --fp16 -o reid_fp16.onnx"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="NAME", help="zoo name (see 'isr-reid models')")
-    p.add_argument("--weights", "-w", default=None,
-                   help="a .safetensors file, a saved model directory, an upstream .pth checkpoint, "
-                        "or hf-hub:owner/repo[@rev]; default: the model's published weights")
-    p.add_argument("--random-init", action="store_true",
-                   help="export randomly initialised weights (for testing a deployment pipeline)")
-    p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="override the model's input size")
+    from ._common import DeprecatedAlias, add_model_arguments
+
+    add_model_arguments(p, required=False, device=False)
+    p.add_argument("model", nargs="?", default=None, metavar="NAME", action=DeprecatedAlias, replacement="--model NAME",
+                   help="deprecated: the model as a positional argument; use --model NAME")
     p.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="output format (default onnx)")
     p.add_argument("--output", "-o", required=True, help="file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
@@ -39,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verify", action="store_true",
                    help="run the ONNX file in onnxruntime on a random batch and compare it to PyTorch "
                         "(fails above 1e-4 max abs difference, 2e-2 with --fp16)")
+    p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     p.set_defaults(device="cpu")
 
 
@@ -48,12 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format == "pt2" and (args.opset is not None or args.verify):
         raise ValueError("--opset and --verify apply to --format onnx only")
-    try:
-        model = model_from_args(args)
-    except FileNotFoundError as e:
-        if args.weights is None and not args.random_init:
-            raise FileNotFoundError(f"{e} (or pass --random-init to export random weights)") from e
-        raise
+    model = model_from_args(args)  # a missing file's error names --weights and --init random
     dynamic = not args.static_batch
     if args.format == "onnx":
         path = export_onnx(model, args.output, input=args.input, opset=args.opset, fp16=args.fp16,

@@ -13,14 +13,16 @@ INPUT can be a directory (its images, recursively, sorted), a quoted glob ('crop
 image file, or a list file (.txt/.lst: one image path per line; relative paths are relative to the
 list file). The output (.npz or .safetensors) holds 'embeddings' (N, D) float32 with unit rows,
 the input paths in row order, the model name and config, and the skipped inputs with the reason.
-
-Example:
-  isr-reid extract --model isr_swin_base crops/ -o features.npz
+Read it in Python with isr_reid.data.features.load_features(PATH); 'isr-reid search --gallery' and
+'isr-reid evaluate --features' take it as it is.
 
 Under torchrun each process embeds a share of the inputs (on GPU LOCAL_RANK when CUDA is
 available) and rank 0 writes the whole file, rows in input order:
   torchrun --nproc_per_node 4 -m isr_reid.cli extract --model isr_swin_base crops/ -o features.npz
 """
+EXAMPLES = """\
+  isr-reid extract --model isr_swin_base crops/ -o features.npz
+  isr-reid extract --model isr_resnet18 --init random --input-size 128 64 crops/ -o features.npz"""
 
 LIST_SUFFIXES = (".txt", ".lst")
 

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_training_run_arguments
+from ._common import add_model_arguments, add_training_run_arguments, model_from_args
 
 HELP = "fine-tune a model on a labeled ReID dataset (CE + triplet, BNNeck, PxK sampler), then evaluate"
 DESCRIPTION = """Fine-tune with the "Bag of Tricks" recipe (Luo et al., CVPRW 2019): a PxK identity sampler,
 cross-entropy with label smoothing on the BNNeck feature, batch-hard triplet loss before it, Adam with
-warm-up and cosine decay. The start is --weights, else the model's published weights, else (with
---random-init) a random init. At the end the query/gallery split is evaluated (rank-1, mAP).
+warm-up and cosine decay. The start is --weights, else (--init auto, the default) the model's published
+weights when it has any, else a random init seeded by --seed. At the end the query/gallery split is
+evaluated (rank-1, mAP). The output folder works as --weights OUTPUT in any command.
 Datasets: market1501, msmt17, dukemtmc, cuhk03, folder (<root>/{train,query,gallery}/<pid>/<file>), mot."""
+EXAMPLES = """\
+  isr-reid finetune --model isr_swin_base --dataset market1501 --root data/Market-1501-v15.09.15 --output runs/ft
+  isr-reid finetune --model isr_resnet50 --weights runs/isr --dataset folder --root my_set --output runs/ft2"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo model name (see 'isr-reid models')")
-    p.add_argument("--weights", default=None, help="start weights (file, hub-layout folder, hf-hub:...)")
-    p.add_argument("--random-init", action="store_true", help="start from random weights (no --weights, no published ones)")
+    add_model_arguments(p, default_init="auto")
     p.add_argument("--dataset", required=True, help="dataset name: market1501, msmt17, dukemtmc, cuhk03, folder, mot")
     p.add_argument("--root", required=True, help="the dataset's root folder")
     p.add_argument("--output", required=True, help="output folder (checkpoint.pt, the final model)")
@@ -40,16 +42,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..data.datasets import load_dataset
     from ..train.finetune import finetune
-    from ..zoo import load_model
 
-    if args.random_init and args.weights:
-        raise ValueError("--random-init and --weights exclude each other")
     dataset = load_dataset(args.dataset, args.root)
     if not dataset.train:
         raise ValueError(f"dataset {args.dataset!r} at {args.root} has no training images")
     torch.manual_seed(args.seed)
-    overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
-    model = load_model(args.model, pretrained=not args.random_init, weights=args.weights, device="cpu", **overrides)
+    model = model_from_args(args, device="cpu")
     result = finetune(
         model,
         dataset.train,

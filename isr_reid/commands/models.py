@@ -11,6 +11,9 @@ DESCRIPTION = """List every model name that load_model() and --model accept.
 and cached), 'url' (downloaded from the authors' host and converted once), 'manual' (the host
 needs a browser: the error message says what to fetch), '-' (architecture only, no published
 weights; use it with --weights or train it)."""
+EXAMPLES = """\
+  isr-reid models
+  isr-reid models --markdown"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

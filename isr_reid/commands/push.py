@@ -8,10 +8,10 @@ HELP = "upload a hub-layout folder (from 'isr-reid convert' or save_pretrained) 
 DESCRIPTION = """Upload DIR (model.safetensors, config.json, README.md) to the hub repo REPO_ID in one commit,
 creating the repo if needed. Authenticate with 'hf auth login', $HF_TOKEN or --token; $HF_ENDPOINT
 selects another hub. Prints the manifest source to pin: repo id, file, commit and sha256.
-
-Example:
-  isr-reid push isr_swin_base_hub/ my-org/isr_swin_base
-  isr-reid push isr_swin_base_hub/ my-org/isr_swin_base --dry-run   # check and show, upload nothing"""
+--dry-run checks DIR and shows what would be pinned, uploading nothing."""
+EXAMPLES = """\
+  isr-reid push isr_swin_base_hub/ my-org/isr_swin_base --dry-run
+  isr-reid push isr_swin_base_hub/ my-org/isr_swin_base"""
 
 REQUIRED = ("model.safetensors", "config.json", "README.md")
 

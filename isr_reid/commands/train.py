@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import add_training_run_arguments
+from ._common import add_model_arguments, add_training_run_arguments, model_from_args
 
 HELP = "train a model with ISR on unlabeled videos (MOT folders, crop folders or crop lists)"
 DESCRIPTION = """Train with ISR (Dou et al., ICCV 2023): persons in two frames of one video are matched by a
@@ -14,14 +14,17 @@ reliability-weighted contrastive loss.
 --videos takes (a) a folder of MOTChallenge sequences (seqinfo.ini, img1/, det/det.txt), (b) a folder
 <root>/<video>/<frame>/<crop>.jpg, or (c) a .csv/.json crop list (video, frame, path[, x, y, w, h, score]).
 The output folder holds checkpoint.pt (every --checkpoint-every steps), train_history.json and the
-final model (model.safetensors + config.json): load it with load_model(NAME, weights=OUTPUT).
+final model (model.safetensors + config.json): use it with --weights OUTPUT in any command, or
+load_model(NAME, weights=OUTPUT) in Python. The start is --weights, else (--init auto, the default) the
+model's published weights when it has any, else a random init seeded by --seed.
 Multi-GPU: torchrun --nproc-per-node N -m isr_reid.cli train ...  (each process its own videos)."""
+EXAMPLES = """\
+  isr-reid train --model isr_resnet18 --videos MOT17/train --output runs/isr --max-steps 2000
+  isr-reid train --model isr_swin_base --init pretrained --videos crops.csv --output runs/swin --resume"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo model name (see 'isr-reid models')")
-    p.add_argument("--weights", default=None, help="initial weights (file, hub-layout folder, hf-hub:...); default: random init unless --pretrained")
-    p.add_argument("--pretrained", action="store_true", help="start from the model's published weights")
+    add_model_arguments(p, default_init="auto")
     p.add_argument("--videos", required=True, help="MOT folder, crop folder, or .csv/.json crop list")
     p.add_argument("--output", required=True, help="output folder (checkpoints and the final model)")
     p.add_argument("--max-steps", type=int, default=1000)
@@ -46,11 +49,9 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..train import train_isr
-    from ..zoo import load_model
 
     torch.manual_seed(args.seed)  # a reproducible random init (and the same on every rank)
-    overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
-    model = load_model(args.model, pretrained=args.pretrained, weights=args.weights, device="cpu", **overrides)
+    model = model_from_args(args, device="cpu")
     result = train_isr(
         model,
         args.videos,

@@ -16,7 +16,7 @@ from typing import Any
 
 from .images import IMAGE_EXTENSIONS
 
-__all__ = ["DATASETS", "ImageRecord", "ReIDDataset", "load_dataset", "record_images"]
+__all__ = ["DATASETS", "MOT_MIN_FRAME_GAP", "ImageRecord", "ReIDDataset", "load_dataset", "record_images"]
 
 
 @dataclass(frozen=True)
@@ -227,17 +227,30 @@ def _load_folder(root: Path, camera_pattern: str | None = None) -> ReIDDataset:
     return ReIDDataset("folder", root, records["train"], records["query"], records["gallery"])
 
 
-def _load_mot(root: Path, query_frame: str = "first", **filters: Any) -> ReIDDataset:
+MOT_MIN_FRAME_GAP = 30  # frames: 1 s of MOT17's 30 fps video
+
+
+def _load_mot(root: Path, query_frame: str = "first", min_frame_gap: int = MOT_MIN_FRAME_GAP,
+              **filters: Any) -> ReIDDataset:
     """Ground-truth pedestrian boxes of MOT sequences as crops (ids from gt tracks).
 
     pid = a global id per (sequence, track); camid = the frame number, so that the Market-1501
     protocol only ignores items of the same frame; train = every crop; query = each track's crop on
     its first (or middle, ``query_frame="middle"``) frame; gallery = every other crop.
+
+    Crops of one track a few frames apart are near copies, so matching them measures nothing:
+    a gallery crop of a track fewer than ``min_frame_gap`` frames from that track's query frame gets
+    the query's camid, so the protocol ignores it for its own query (it stays a distractor for the
+    others). ``min_frame_gap=0`` scores every other frame, adjacent ones included.
     """
+    from dataclasses import replace
+
     from .video import read_mot_sequences
 
     if query_frame not in ("first", "middle"):
         raise ValueError(f"query_frame: expected 'first' or 'middle', got {query_frame!r}")
+    if not isinstance(min_frame_gap, int) or min_frame_gap < 0:
+        raise ValueError(f"min_frame_gap: expected a non-negative number of frames, got {min_frame_gap!r}")
     train: list[ImageRecord] = []
     for seq in read_mot_sequences(root, "gt", **filters):
         base = len({r.pid for r in train})
@@ -250,12 +263,18 @@ def _load_mot(root: Path, query_frame: str = "first", **filters: Any) -> ReIDDat
     by_pid: dict[int, list[int]] = {}
     for i, r in enumerate(train):
         by_pid.setdefault(r.pid, []).append(i)
-    chosen = set()
-    for idx in by_pid.values():
+    chosen: dict[int, int] = {}  # record index -> pid
+    for pid, idx in by_pid.items():
         idx = sorted(idx, key=lambda i: train[i].frame)
-        chosen.add(idx[0] if query_frame == "first" else idx[len(idx) // 2])
+        chosen[idx[0] if query_frame == "first" else idx[len(idx) // 2]] = pid
     query = [r for i, r in enumerate(train) if i in chosen]
-    gallery = [r for i, r in enumerate(train) if i not in chosen]
+    query_frame_of = {train[i].pid: train[i].frame for i in chosen}
+    gallery = []
+    for i, r in enumerate(train):
+        if i in chosen:
+            continue
+        qf = query_frame_of[r.pid]
+        gallery.append(replace(r, camid=qf) if abs(r.frame - qf) < min_frame_gap else r)
     return ReIDDataset("mot", root, train, query, gallery)
 
 
@@ -273,7 +292,7 @@ def load_dataset(name: str, root: str | os.PathLike[str], **options: Any) -> ReI
     """Read dataset ``name`` (one of :data:`DATASETS`) at ``root``.
 
     Options: ``cuhk03``: ``variant="detected"|"labeled"``; ``folder``: ``camera_pattern`` (regex,
-    group 1 = camera); ``mot``: ``query_frame`` and the filters of :func:`isr_reid.data.video.read_mot_sequence`.
+    group 1 = camera); ``mot``: ``query_frame``, ``min_frame_gap`` (default 30 frames) and the filters of :func:`isr_reid.data.video.read_mot_sequence`.
     """
     key = name.lower().replace("-", "").replace("_", "")
     aliases = {"market": "market1501", "duke": "dukemtmc", "dukemtmcreid": "dukemtmc", "cuhk03np": "cuhk03"}

@@ -1,5 +1,8 @@
 """A gallery index: embeddings + per-item metadata, searched top-k, saved as safetensors + JSON.
 
+:meth:`GalleryIndex.load` also reads a features file (``.npz`` or ``.safetensors`` written by
+``isr-reid extract`` / :func:`isr_reid.data.features.save_features`) as an index.
+
 Two backends behind one interface: ``torch`` (exact, chunked, CPU or GPU; the default) and
 ``faiss`` (``pip install isr-reid[faiss]``): an exact flat index, or IVF-PQ for millions of items.
 """
@@ -20,7 +23,7 @@ import torch
 from .._io import atomic_path
 from .distance import METRICS, topk
 
-__all__ = ["FAISS_TYPES", "GalleryIndex", "SearchResult"]
+__all__ = ["FAISS_TYPES", "GalleryIndex", "SearchResult", "is_features_file"]
 
 FAISS_TYPES = ("flat", "ivfpq")
 _FORMAT = "isr_reid.gallery_index"
@@ -54,6 +57,24 @@ def _files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     p = Path(path)
     stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
+
+
+def is_features_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a features file rather than a saved index: a ``.npz`` file, or a
+    ``.safetensors`` file with no index ``.json`` beside it and the features file's metadata."""
+    p = Path(path)
+    if p.suffix == ".npz":
+        return True
+    if p.suffix != ".safetensors" or not p.is_file() or _files(p)[1].is_file():
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(p), framework="numpy") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return False
+    return "paths" in meta and "model" in meta
 
 
 def _digest(emb: np.ndarray) -> str:
@@ -209,10 +230,32 @@ class GalleryIndex:
         return tensor_path
 
     @classmethod
+    def from_features(cls, path: str | os.PathLike[str], *, metric: str = "cosine", backend: str = "torch",
+                      device: str | torch.device | None = None) -> GalleryIndex:
+        """An index of a features file (``.npz`` / ``.safetensors`` from ``isr-reid extract`` or ``save_features``).
+
+        Paths come from the file; pids, camids, frames and tracks from its arrays of those names when
+        it has them (``isr-reid evaluate --save-features`` writes pids and camids). ``info`` holds the
+        model name and config that made the embeddings.
+        """
+        from ..data.features import load_features
+
+        f = load_features(path)
+        fields = {name: f.extra[name] for name in _INT_FIELDS if name in f.extra}
+        return cls(f.embeddings, paths=f.paths, metric=metric, backend=backend, device=device,
+                   info={"model": f.model, "config": f.config, "features_file": str(path)}, **fields)
+
+    @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: str | torch.device | None = None) -> GalleryIndex:
-        """Read an index written by :meth:`save` (``path`` with or without its suffix)."""
+        """Read an index written by :meth:`save` (``path`` with or without its suffix), or a features file.
+
+        A ``.npz`` path, or a ``.safetensors`` file without the index's ``.json`` beside it, is read as a
+        features file with :meth:`from_features`.
+        """
         from safetensors.numpy import load_file
 
+        if is_features_file(path):
+            return cls.from_features(path, device=device)
         tensor_path, json_path = _files(path)
         for p in (tensor_path, json_path):
             if not p.is_file():
