@@ -111,15 +111,15 @@ def _embed(model: ReIDModel, batch_u8: torch.Tensor, flip: bool, device: torch.d
 
 
 def _non_finite_cause(model: ReIDModel) -> str:
-    """Why a forward pass gives NaN/inf: non-finite weights or buffers, a zero/non-finite std, else overflow."""
+    """Why a forward pass gives NaN/inf: non-finite weights or buffers, a non-finite mean/std, else overflow."""
     bad = [name for name, t in model.state_dict().items()
            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         listed = ", ".join(bad[:_NAMED_ROWS]) + (f" and {len(bad) - _NAMED_ROWS} more" if len(bad) > _NAMED_ROWS else "")
         return f"the model's weights are not finite ({len(bad)} tensors: {listed}); load other weights"
-    std = np.asarray(model.cfg.std, dtype=np.float64)
-    if not (np.isfinite(std).all() and (std != 0).all()):
-        return f"model.cfg.std is {tuple(model.cfg.std)}: normalising divides by zero or a non-finite value"
+    mean_std = np.asarray([*model.cfg.mean, *model.cfg.std], dtype=np.float64)
+    if not np.isfinite(mean_std).all():
+        return f"model.cfg.mean/std are {tuple(model.cfg.mean)}/{tuple(model.cfg.std)}: not finite"
     return "the weights are finite, so the forward pass overflowed (on CUDA, half precision); try the model on CPU"
 
 
