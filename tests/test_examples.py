@@ -291,3 +291,24 @@ def test_finetune_folder(weights_dir, model, tmp_path, capsys):
     changed = [k for k, v in model.state_dict().items()
                if v.is_floating_point() and not torch.equal(v, tuned.state_dict()[k])]
     assert changed, "two fine-tuning steps left every weight as it was"
+
+
+@pytest.mark.parametrize("tracker", ["deepsort", "boxmot"])
+def test_track_with_isr_reid(weights_dir, tmp_path, capsys, tracker):
+    """Four people walking right for four frames: each keeps one track, and no two share one."""
+    pytest.importorskip({"deepsort": "deep_sort_realtime", "boxmot": "boxmot"}[tracker],
+                        reason="the trackers extra is not installed (pip install -e '.[trackers]')")
+    seq = tmp_path / "seq"
+    boxes = _write_mot_sequence(seq, make_identities(4, seed=30), seed=31)
+    out_json = tmp_path / "tracks.json"
+    _run(capsys, "track_with_isr_reid.py", seq, "--tracker", tracker, "--json", out_json, *_model_args(weights_dir))
+    tracks = json.loads(out_json.read_text())
+    person_track: dict[int, str] = {}
+    for t in range(1, 5):
+        assert len(tracks[str(t)]) == 4, f"frame {t}: {tracks[str(t)]}"
+        for track_id, (x, y, w, h) in tracks[str(t)]:
+            # the person whose box this is (boxes are 44 px apart; the tracker's box is within a few px)
+            (j,) = [j for j in range(4) if abs(boxes[(t, j)][0] - x) < 10 and abs(boxes[(t, j)][1] - y) < 10]
+            assert abs(w - SIZE[1]) < 5 and abs(h - SIZE[0]) < 5
+            assert person_track.setdefault(j, track_id) == track_id, f"frame {t}: person {j} changed track"
+    assert len(set(person_track.values())) == 4
