@@ -307,8 +307,7 @@ def load_dataset(name: str, root: str | os.PathLike[str], **options: Any) -> ReI
 
 def record_images(records: list[ImageRecord]) -> list[Any]:
     """What to embed for each record: its path, or the PIL crop of its box (each frame decoded once)."""
-    from PIL import Image
-
+    from .images import load_image
     from .video import crop_image
 
     out: list[Any] = []
@@ -318,7 +317,6 @@ def record_images(records: list[ImageRecord]) -> list[Any]:
             out.append(r.path)
             continue
         if r.path != frame_path:
-            with Image.open(r.path) as im:
-                frame, frame_path = im.convert("RGB"), r.path
+            frame, frame_path = load_image(r.path), r.path
         out.append(crop_image(frame, r.box))
     return out

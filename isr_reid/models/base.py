@@ -65,7 +65,9 @@ class ReIDModel(nn.Module):
         a numpy HWC uint8 array (or NHWC batch), a torch uint8 CHW tensor (or BCHW batch), a torch
         float CHW tensor in [0, 1], or a list of any of these. ``channel_order="bgr"`` says that
         numpy/tensor inputs are BGR (OpenCV). ``flip`` averages each embedding with that of the
-        mirrored image and re-normalises. See :func:`isr_reid.data.extract_features`.
+        mirrored image and re-normalises. Files and PIL images are turned upright by their EXIF
+        orientation and 16-bit grey is scaled to 8 bits; a shape such as (3, H, 3) that reads as HWC
+        and CHW is refused; a NaN/inf embedding raises. See :func:`isr_reid.data.extract_features`.
         """
         from ..data.extract import extract_features
 

@@ -25,12 +25,13 @@ _LABEL_H = 14
 def _open(img: Any, what: str) -> Any:
     from PIL import Image
 
+    from ..data.images import load_image, pil_to_rgb
+
     if isinstance(img, Image.Image):
-        return img.convert("RGB")
+        return pil_to_rgb(img)  # the picture as it was embedded
     if isinstance(img, (str, os.PathLike)):
         try:
-            with Image.open(img) as im:
-                return im.convert("RGB")
+            return load_image(img)
         except FileNotFoundError:
             raise FileNotFoundError(f"{what}: image file not found: {img}") from None
     if isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8:
