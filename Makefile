@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 $(BIN)/.installed: pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e ".[dev,train,faiss,onnx,trackers]"
+	$(BIN)/python -m pip install -q -e ".[dev,train,faiss,onnx,trackers,demo]"
 	touch $@
 
 install: $(BIN)/.installed

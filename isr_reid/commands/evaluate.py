@@ -119,6 +119,19 @@ def _rows_by_path(f: Any, records: list[Any], split: str, features: str) -> Any:
     return f.embeddings[rows]
 
 
+def _check_matches(ds: Any, args: argparse.Namespace) -> None:
+    """Fail early when no query has a gallery item of its pid from another camera (nothing to score)."""
+    cams: dict[int, set[int]] = {}
+    for r in ds.gallery:
+        cams.setdefault(r.pid, set()).add(r.camid)
+    if any(cams.get(q.pid, set()) - {q.camid} for q in ds.query):
+        return
+    if args.dataset == "mot":
+        raise ValueError(f"--root {args.root}: no track has a crop at least --min-frame-gap {args.min_frame_gap} "
+                         "frames from its query crop; lower --min-frame-gap (these sequences are short)")
+    raise ValueError(f"--root {args.root}: no query has a gallery image of its person from another camera")
+
+
 def _distances(q: Any, g: Any, metric: str, rerank: bool, progress: bool | None) -> Any:
     from ..retrieval import pairwise_distance, rerank_features
     from ..retrieval.reranking import rerank as rerank_dist
@@ -154,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         ds = load_dataset(args.dataset, args.root, **_dataset_options(args))
         if not ds.query or not ds.gallery:
             raise ValueError(f"--root {args.root}: the {args.dataset} dataset has an empty query or gallery set")
+        _check_matches(ds, args)  # before any embedding
     progress = False if args.no_progress else None
     if args.features:
         f = load_features(args.features)
@@ -185,14 +199,8 @@ def run(args: argparse.Namespace) -> int:
             },
         )
     distmat = _distances(data["query"], data["gallery"], args.metric, args.rerank, progress)
-    try:
-        result = evaluate_rank(distmat, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"],
-                               max_rank=args.max_rank, protocol="cuhk03" if args.cuhk03_metric else "market1501")
-    except ValueError as e:
-        if args.dataset == "mot" and str(e).startswith("no query has a true match"):
-            raise ValueError(f"--root {args.root}: no track has a crop at least --min-frame-gap {args.min_frame_gap} "
-                             "frames from its query crop; lower --min-frame-gap (these sequences are short)") from None
-        raise
+    result = evaluate_rank(distmat, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"],
+                           max_rank=args.max_rank, protocol="cuhk03" if args.cuhk03_metric else "market1501")
     summary = result.summary()
     name = ds.name if ds is not None else str(args.features)
     print(f"{name}: {len(data['q_pids'])} queries ({result.num_valid} with a match), {len(data['g_pids'])} gallery "

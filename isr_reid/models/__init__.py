@@ -1,6 +1,6 @@
 """Backbones and embedding heads; importing this package registers every architecture."""
 
-from . import resnet, swin, vit  # noqa: F401  (registers architectures)
+from . import mobilenet, resnet, swin, vit  # noqa: F401  (registers architectures)
 from .base import ReIDModel
 
 __all__ = ["ReIDModel"]
