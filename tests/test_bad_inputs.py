@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -336,11 +337,16 @@ def test_resume_refuses_a_changed_run_config(isr_run, changed, size, fragments) 
     assert (out / "checkpoint.pt").read_bytes() == before  # nothing trained or written
 
 
+def _copy_run(isr_run: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    videos, run = isr_run
+    return videos, Path(shutil.copytree(run, tmp_path / "run"))
+
+
 def test_resume_says_where_it_starts(isr_run, tmp_path: Path) -> None:
     from isr_reid.train import train_isr
     from isr_reid.train._common import resume_checkpoint
 
-    videos, out = isr_run
+    videos, out = _copy_run(isr_run, tmp_path)
     logged: list[str] = []
     model = load_model("isr_resnet18", pretrained=False, input_size=SIZE, device="cpu")
     # max_steps may change on resume: the run is extended from the checkpoint's step
@@ -357,6 +363,23 @@ def test_resume_says_where_it_starts(isr_run, tmp_path: Path) -> None:
     assert any("no checkpoint at" in m and "starting from step 0" in m for m in logged), logged
     with pytest.warns(UserWarning, match="starting from step 0"):
         assert resume_checkpoint(tmp_path / "new2" / "checkpoint.pt", {}, max_steps=1) is None
+
+
+def test_cli_resume_names_the_changed_options_and_says_where_it_starts(isr_run, tmp_path: Path, capsys) -> None:
+    from isr_reid.cli import main
+
+    videos, out = _copy_run(isr_run, tmp_path)
+    common = ["train", "--model", "isr_resnet18", "--videos", str(videos), "--output", str(out), "--batch-size", "12",
+              "--videos-per-batch", "2", "--delta", "1", "2", "--device", "cpu", "--no-progress", "--max-steps", "2",
+              "--resume"]
+    size = ["--input-size", *map(str, SIZE)]
+    capsys.readouterr()
+    assert main([*common, *size, "--lr", "0.01"]) != 0
+    assert "lr: checkpoint 0.001, this run 0.01" in capsys.readouterr().err
+    assert main([*common, "--lr", "0.001"]) != 0
+    assert "input_size: checkpoint [32, 16], this run [256, 128]" in capsys.readouterr().err
+    assert main([*common, *size, "--lr", "0.001"]) == 0
+    assert "resuming from step 1 of 2" in capsys.readouterr().err
 
 
 def test_finetune_resume_refuses_a_changed_lr(tmp_path: Path) -> None:
