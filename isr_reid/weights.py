@@ -15,6 +15,7 @@ import json
 import shutil
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,12 @@ __all__ = [
     "UPSTREAM_SUFFIXES",
     "WEIGHTS_NAME",
     "IntegrityError",
+    "WeightsInfo",
     "WeightsNotFoundError",
+    "check_finite",
     "config_from_weights",
     "fetch_weights",
+    "inspect_weights",
     "load_state_dict_strict",
     "resolve_state_dict",
     "save_pretrained",
@@ -88,13 +92,16 @@ def _from_hub(source: Mapping[str, Any], progress: bool | None) -> Path:
     return path
 
 
-def _convert_upstream(path: Path, architecture: str) -> dict[str, torch.Tensor]:
+def _convert_upstream(
+    path: Path, architecture: str, options: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
     try:
         from .convert import convert_checkpoint, read_upstream_checkpoint
     except ImportError as e:  # pragma: no cover - convert.py ships with the package
         raise RuntimeError(f"cannot convert {path}: isr_reid.convert is unavailable ({e})") from e
     checkpoint = read_upstream_checkpoint(path)
-    return {k: v.contiguous() for k, v in convert_checkpoint(checkpoint, architecture).items()}
+    state = convert_checkpoint(checkpoint, architecture, options=options, source=str(path))
+    return {k: v.contiguous() for k, v in state.items()}
 
 
 def _save_state(state: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]) -> None:
@@ -239,27 +246,72 @@ def fetch_weights(
     raise WeightsNotFoundError("\n".join(msg))
 
 
-def config_from_weights(weights: str | Path) -> ModelConfig | None:
-    """The :class:`ModelConfig` saved beside weights in hub layout (``config.json``), else None.
+@dataclass(frozen=True)
+class WeightsInfo:
+    """What weights say about themselves before they are loaded (:func:`inspect_weights`).
 
-    ``weights`` may be a local directory or ``"hf-hub:owner/repo[@rev]"`` (its ``config.json`` is fetched).
+    ``config``: the :class:`ModelConfig` saved with them (``config.json`` beside them, or the
+    ``config`` entry of the safetensors metadata), else None. ``kind``: ``"saved"`` (a config was
+    found), ``"upstream"`` (a checkpoint converted on load: the zoo config is the release's),
+    ``"converted"`` (isr_reid's cached conversion of an upstream file), ``"bare"`` (a state dict
+    with no config: its input size is unknown), or ``"unreadable"`` (loading it will say why).
     """
+
+    config: ModelConfig | None
+    kind: str
+
+
+def _config_from_json(text: str, where: str) -> ModelConfig:
+    try:
+        return ModelConfig.from_dict(json.loads(text))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"{where} is not a valid isr_reid config: {e}") from e
+
+
+def _inspect_safetensors(path: Path) -> WeightsInfo:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return WeightsInfo(None, "unreadable")
+    if "config" in metadata:
+        return WeightsInfo(_config_from_json(metadata["config"], f"the 'config' metadata of {path}"), "saved")
+    return WeightsInfo(None, "converted" if "source_sha256" in metadata else "bare")
+
+
+def inspect_weights(weights: str | Path) -> WeightsInfo:
+    """The config saved with ``weights`` (a hub-layout directory, a ``.safetensors`` file, an
+    upstream checkpoint, or ``"hf-hub:owner/repo[@rev]"``) and what kind of file they are."""
     text = str(weights)
     if text.startswith(HUB_PREFIX):
         repo_id, revision = parse_hub_spec(text)
         try:
             path = hub_download(repo_id, CONFIG_NAME, revision)
         except HubError:
-            return None  # no config.json there (or unreachable): the weights download will say why
-    else:
-        path = Path(weights).expanduser() / CONFIG_NAME
-        if not path.is_file():
-            return None
-    with open(path, encoding="utf-8") as f:
-        try:
-            return ModelConfig.from_dict(json.load(f))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{path} is not a valid isr_reid config.json: {e}") from e
+            try:  # no config.json there: the weights file's own metadata may carry it
+                return _inspect_safetensors(hub_download(repo_id, WEIGHTS_NAME, revision))
+            except HubError:
+                return WeightsInfo(None, "unreadable")  # the weights download will say why
+        return WeightsInfo(_config_from_json(path.read_text(encoding="utf-8"), str(path)), "saved")
+    path = Path(weights).expanduser()
+    if path.is_dir():
+        if (path / CONFIG_NAME).is_file():
+            text = (path / CONFIG_NAME).read_text(encoding="utf-8")
+            return WeightsInfo(_config_from_json(text, f"{path / CONFIG_NAME} (config.json)"), "saved")
+        path = path / WEIGHTS_NAME
+    if path.suffix == ".safetensors" and path.is_file():
+        return _inspect_safetensors(path)
+    if path.suffix in UPSTREAM_SUFFIXES and path.is_file():
+        return WeightsInfo(None, "upstream")
+    return WeightsInfo(None, "unreadable")
+
+
+def config_from_weights(weights: str | Path) -> ModelConfig | None:
+    """The :class:`ModelConfig` saved with weights (``config.json`` beside them, or the safetensors
+    metadata), else None. ``weights`` as for :func:`inspect_weights`."""
+    return inspect_weights(weights).config
 
 
 def _load_safetensors(path: Path, cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
@@ -301,7 +353,7 @@ def resolve_state_dict(cfg: ModelConfig, weights: str | Path | None) -> dict[str
     if path.suffix == ".safetensors":
         return _load_safetensors(path, cfg, source=str(path))
     if path.suffix in UPSTREAM_SUFFIXES:
-        return _convert_upstream(path, cfg.architecture)
+        return _convert_upstream(path, cfg.architecture, cfg.extra)
     raise ValueError(
         f"unrecognised weights file {path}: expected .safetensors, a hub-layout directory, or an upstream "
         f"checkpoint ({', '.join(UPSTREAM_SUFFIXES)})"
@@ -326,7 +378,21 @@ def load_state_dict_strict(model: torch.nn.Module, state_dict: Mapping[str, torc
                 parts.append(f"{label}: {shown}")
         arch = getattr(getattr(model, "cfg", None), "architecture", type(model).__name__)
         raise ValueError(f"weights from {source} do not fit architecture {arch!r}; " + "; ".join(parts))
+    check_finite(state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise if a floating-point tensor of ``state_dict`` holds NaN or inf, naming the first such keys."""
+    import torch
+
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f", ... ({len(bad)} of {len(state_dict)} tensors)" if len(bad) > 5 else "")
+        raise ValueError(
+            f"weights from {source} hold non-finite values (NaN or inf) in {shown}: every embedding would be "
+            "NaN; the file is corrupt or comes from a diverged training run"
+        )
 
 
 def save_pretrained(
@@ -339,7 +405,8 @@ def save_pretrained(
     """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into ``directory`` (hub layout).
 
     ``repo_id`` goes into the card's usage example; ``provenance`` (e.g. the upstream file and its
-    sha256) is recorded in the card. Every file is written atomically.
+    sha256) is recorded in the card. The safetensors metadata also holds the whole config (input
+    size, mean/std, options), so the weights file alone is self-describing. Every file is written atomically.
     """
     from . import __version__
     from ._card import model_card
@@ -347,11 +414,15 @@ def save_pretrained(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg
-    _save_state(
-        model.state_dict(),
-        directory / WEIGHTS_NAME,
-        {"format": "pt", "model": cfg.name, "architecture": cfg.architecture, "isr_reid_version": __version__},
-    )
+    metadata = {
+        "format": "pt",
+        "model": cfg.name,
+        "architecture": cfg.architecture,
+        "isr_reid_version": __version__,
+        # the whole config (input size, mean/std, options): the file alone is self-describing
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+    _save_state(model.state_dict(), directory / WEIGHTS_NAME, metadata)
     with atomic_path(directory / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
     entry = read_manifest()["models"].get(cfg.name, {})

@@ -55,12 +55,17 @@ class ModelConfig:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def replace(self, **overrides: Any) -> ModelConfig:
-        """A copy with fields replaced; unknown keys go into ``extra`` (architecture options)."""
+        """A copy with fields replaced; unknown keys go into ``extra`` (architecture options), and an
+        ``extra`` mapping is merged into the current one."""
         known = {f.name for f in dataclasses.fields(self)}
         extra = dict(self.extra)
         fields_: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key in known:
+            if key == "extra":
+                if not isinstance(value, Mapping):
+                    raise TypeError(f"extra must be a mapping of architecture options, got {type(value).__name__}")
+                extra.update(value)
+            elif key in known:
                 fields_[key] = value
             else:
                 extra[key] = value
@@ -94,16 +99,23 @@ class ModelConfig:
 
 
 Builder = Callable[[ModelConfig], "ReIDModel"]
+# fit(cfg, state_dict, *, explicit, source) -> cfg: what the weights themselves say about the config
+# (e.g. a ViT's position-embedding grid); ``explicit`` names the fields the caller set.
+ConfigFitter = Callable[..., ModelConfig]
 _ARCHITECTURES: dict[str, Builder] = {}
+_FITTERS: dict[str, ConfigFitter] = {}
 
 
-def register_architecture(name: str) -> Callable[[Builder], Builder]:
-    """Decorator: register ``builder(cfg) -> ReIDModel`` under an architecture name."""
+def register_architecture(name: str, *, fit_to_weights: ConfigFitter | None = None) -> Callable[[Builder], Builder]:
+    """Decorator: register ``builder(cfg) -> ReIDModel`` under an architecture name; ``fit_to_weights``,
+    if given, adjusts a config to a state dict before the model is built (see :func:`load_model`)."""
 
     def wrap(fn: Builder) -> Builder:
         if name in _ARCHITECTURES and _ARCHITECTURES[name] is not fn:
             raise ValueError(f"architecture {name!r} is registered twice")
         _ARCHITECTURES[name] = fn
+        if fit_to_weights is not None:
+            _FITTERS[name] = fit_to_weights
         return fn
 
     return wrap
@@ -196,24 +208,45 @@ def load_model(
     (Hugging Face hub, then upstream URL, then a clear error). ``weights`` may also be a local
     ``.safetensors`` file, a directory in hub layout, an upstream checkpoint in a recognised
     format, or ``"hf-hub:owner/repo[@rev]"``; it implies ``pretrained=True``. ``overrides``
-    replace config fields (e.g. ``input_size=(128, 64)``).
+    replace config fields (e.g. ``input_size=(128, 64)``); other keys, or ``extra={...}``, are
+    architecture options (e.g. ``neck_feat="after"`` for a fine-tuned TransReID checkpoint).
+
+    The config comes from the zoo, replaced by the one saved with the weights (``config.json`` or
+    the safetensors metadata), then by ``overrides``, then fitted to the weights (a ViT's
+    position-embedding grid). Weights that carry no config and are not an upstream release's are
+    refused unless ``input_size`` is given; non-finite weights are refused.
     """
     from . import weights as weights_mod
 
     cfg = get_config(name)
+    source = str(weights) if weights is not None else name
     if weights is not None:
-        saved_cfg = weights_mod.config_from_weights(weights)
-        if saved_cfg is not None:
-            if saved_cfg.architecture != cfg.architecture:
+        info = weights_mod.inspect_weights(weights)
+        if info.config is not None:
+            if info.config.architecture != cfg.architecture:
                 raise ValueError(
-                    f"weights {weights} are for architecture {saved_cfg.architecture!r} (model {saved_cfg.name!r}), "
+                    f"weights {weights} are for architecture {info.config.architecture!r} (model {info.config.name!r}), "
                     f"but {name!r} is {cfg.architecture!r}"
                 )
-            cfg = saved_cfg
+            cfg = info.config
+        elif info.kind == "bare" and "input_size" not in overrides:
+            raise ValueError(
+                f"{weights} carries no model config (no {weights_mod.CONFIG_NAME} beside it, no 'config' in its "
+                "safetensors metadata), so the input size and mean/std it was trained with are unknown, and "
+                f"{name!r}'s defaults ({cfg.input_size[0]}x{cfg.input_size[1]}) may be wrong: pass input_size=(H, W) "
+                "(and mean/std if not the zoo's), or re-save the model with save_pretrained"
+            )
     cfg = cfg.replace(**overrides) if overrides else cfg
-    model = build_model(cfg)
+    state_dict = None
     if weights is not None or pretrained:
         state_dict = weights_mod.resolve_state_dict(cfg, weights)
-        weights_mod.load_state_dict_strict(model, state_dict, source=str(weights or name))
+        _import_model_files()
+        fit = _FITTERS.get(cfg.architecture)
+        if fit is not None:
+            explicit = frozenset(overrides) | frozenset(overrides.get("extra") or {})
+            cfg = fit(cfg, state_dict, explicit=explicit, source=source)
+    model = build_model(cfg)
+    if state_dict is not None:
+        weights_mod.load_state_dict_strict(model, state_dict, source=source)
     model.eval()
     return model.to(device if device is not None else _default_device())

@@ -223,9 +223,14 @@ def _ibn_ref(x: torch.Tensor, sd: dict, p: str) -> torch.Tensor:
     return torch.cat([a, bn_eval(b, sd, p + "BN.")], 1)
 
 
-def vit_reference(sd: dict, x: torch.Tensor, heads: int, grid=(16, 8)) -> torch.Tensor:
+def vit_reference(
+    sd: dict, x: torch.Tensor, heads: int, grid=(16, 8), token_bias=None, normalize: bool = True
+) -> torch.Tensor:
     """TransReID-SSL's embedding in float64: patch tokens, CLS, position embedding (resized bilinearly),
-    pre-norm blocks with explicit per-head q/k/v attention, final LayerNorm (eps 1e-6) on CLS, L2."""
+    pre-norm blocks with explicit per-head q/k/v attention, final LayerNorm (eps 1e-6) on CLS, L2.
+
+    ``token_bias`` (D,) is added to every token with the position embedding (TransReID's SIE term);
+    ``normalize=False`` returns the CLS feature before the L2 normalisation."""
     F = torch.nn.functional
     sd = {k: v.double() if v.is_floating_point() else v for k, v in sd.items()}
     x = x.double()
@@ -250,6 +255,8 @@ def vit_reference(sd: dict, x: torch.Tensor, heads: int, grid=(16, 8)) -> torch.
         resized = bilinear_resize(pos[1:].reshape(grid[0], grid[1], D).numpy(), gh, gw)
         pos = torch.cat([pos[:1], torch.as_tensor(resized).reshape(gh * gw, D)])
     t = torch.cat([sd["cls_token"].expand(B, 1, D), tokens], 1) + pos
+    if token_bias is not None:
+        t = t + token_bias.double().reshape(1, 1, D)
     hd = D // heads
     n = 0
     while f"blocks.{n}.norm1.weight" in sd:
@@ -269,4 +276,5 @@ def vit_reference(sd: dict, x: torch.Tensor, heads: int, grid=(16, 8)) -> torch.
         )
         t = t + m @ sd[p + "mlp.fc2.weight"].T + sd[p + "mlp.fc2.bias"]
         n += 1
-    return l2n(ln(t[:, 0], sd["norm.weight"], sd["norm.bias"], 1e-6))
+    cls = ln(t[:, 0], sd["norm.weight"], sd["norm.bias"], 1e-6)
+    return l2n(cls) if normalize else cls

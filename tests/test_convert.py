@@ -152,8 +152,8 @@ def test_transreid_stem_mismatch_is_named():
 
 def test_transreid_unexpected_key_is_listed():
     flat = _tiny_vit_state(ics=False)
-    flat["sie_embed"] = torch.zeros(6, 1, 32)  # camera embedding: changes the forward, must not pass
-    with pytest.raises(ValueError, match="unexpected: sie_embed"):
+    flat["dist_token"] = torch.zeros(1, 1, 32)  # DeiT's distillation token: another forward, must not pass
+    with pytest.raises(ValueError, match="unexpected: dist_token"):
         convert_transreid_ssl(flat)
 
 
@@ -257,10 +257,25 @@ def test_scl_missing_batchnorm_counter_is_filled():
 # ---------------------------------------------------------------- reading files
 
 
-def test_read_refuses_pickled_objects(tmp_path):
+class _Custom:
+    """A class of this test module: nothing a checkpoint reader may rebuild."""
+
+    def __init__(self) -> None:
+        self.x = 1
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pickled code ran",))
+
+
+@pytest.mark.parametrize(("payload", "named"), [(_Custom(), "_Custom"), (_RunsCode(), "system")])
+def test_read_refuses_pickled_objects(tmp_path, payload, named):
     path = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse_namespace()}, path)
-    with pytest.raises(ValueError, match="weights_only"):
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": argparse_namespace(), "extra": payload}, path)
+    with pytest.raises(ValueError, match=rf"evil\.pth with torch\.load\(weights_only=True\): it pickles \S*{named}"):
         read_upstream_checkpoint(path)
 
 
@@ -282,3 +297,190 @@ def argparse_namespace():
     import argparse
 
     return argparse.Namespace(lr=0.1)
+
+
+# ---------------------------------------------------------------- checkpoints as users hold them (issue 12)
+
+
+def _dino_training_checkpoint(flat: dict) -> dict:
+    """DINO's checkpoint.pth: student and teacher (MultiCropWrapper, DDP), optimizer, epoch, args, loss."""
+    teacher = {f"module.backbone.{k}": v for k, v in flat.items()}
+    teacher["module.head.mlp.0.weight"] = torch.randn(64, 32)
+    student = {k: v + 1.0 if v.is_floating_point() else v for k, v in teacher.items()}  # not what is embedded
+    args = argparse_namespace()
+    args.arch, args.global_crops_scale, args.use_fp16, args.output_dir = "vit_small", (0.4, 1.0), True, "/runs/x"
+    return {
+        "student": student,
+        "teacher": teacher,
+        "optimizer": {"state": {0: {"exp_avg": torch.zeros(3)}}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
+        "epoch": 100,
+        "args": args,
+        "dino_loss": {"center": torch.zeros(1, 64)},
+    }
+
+
+def test_raw_dino_training_checkpoint_with_args_loads(tmp_path, caplog):
+    flat = _tiny_vit_state(ics=True, seed=11)
+    path = tmp_path / "checkpoint.pth"
+    torch.save(_dino_training_checkpoint(flat), path)
+    ckpt = read_upstream_checkpoint(path)
+    assert ckpt["args"].arch == "vit_small" and ckpt["epoch"] == 100
+    assert detect_format(ckpt) == "transreid_ssl_dino"
+    model = _tiny_vit(ics=True)
+    with caplog.at_level("INFO", logger="isr_reid"):
+        load_state_dict_strict(model, convert_transreid_ssl(ckpt, source=str(path)), source="dino")
+    x = torch.randn(2, 3, 256, 128, generator=torch.Generator().manual_seed(12))
+    with torch.no_grad():
+        got = model(x)
+    torch.testing.assert_close(got.double(), vit_reference(flat, x, heads=4), rtol=1e-4, atol=1e-5)
+    lines = [r.getMessage() for r in caplog.records if r.name == "isr_reid"]
+    assert len(lines) == 1 and "teacher.head.mlp.0.weight" in lines[0] and "fc." in lines[0]
+
+
+def _finetuned(flat: dict, seed: int = 13, classes: int = 751) -> dict:
+    """TransReID's build_transformer state dict: base.* (the ViT, with its ImageNet fc), BNNeck, classifier."""
+    g = torch.Generator().manual_seed(seed)
+    dim = flat["cls_token"].shape[-1]
+    sd = {f"base.{k}": v for k, v in flat.items()}
+    sd["bottleneck.weight"] = 1.0 + 0.3 * torch.randn(dim, generator=g)
+    sd["bottleneck.bias"] = 0.2 * torch.randn(dim, generator=g)
+    sd["bottleneck.running_mean"] = 0.3 * torch.randn(dim, generator=g)
+    sd["bottleneck.running_var"] = 0.5 + torch.rand(dim, generator=g)
+    sd["bottleneck.num_batches_tracked"] = torch.tensor(1000)
+    sd["classifier.weight"] = torch.randn(classes, dim, generator=g) * 0.01
+    return sd
+
+
+def _bn_ref(f: torch.Tensor, sd: dict) -> torch.Tensor:
+    d = {k: v.double() for k, v in sd.items() if k.startswith("bottleneck.") and v.is_floating_point()}
+    return l2n(bn_eval(f, d, "bottleneck."))
+
+
+@pytest.mark.parametrize("neck_feat", ["before", "after"])
+def test_finetuned_neck_feat_before_and_after(neck_feat, caplog):
+    flat = _tiny_vit_state(ics=True, seed=14)
+    sd = _finetuned(flat)
+    model = VisionTransformerReID(embed_dim=32, depth=2, num_heads=4, ics=True, neck=neck_feat == "after").eval()
+    with caplog.at_level("INFO", logger="isr_reid"):
+        state = convert_transreid_ssl(sd, neck_feat=neck_feat, source="transformer_120.pth")
+    load_state_dict_strict(model, state, source="finetuned")
+    x = torch.randn(2, 3, 256, 128, generator=torch.Generator().manual_seed(15))
+    with torch.no_grad():
+        got = model(x).double()
+    f = vit_reference(flat, x, heads=4, normalize=False)
+    ref = _bn_ref(f, sd) if neck_feat == "after" else l2n(f)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    other = l2n(f) if neck_feat == "after" else _bn_ref(f, sd)
+    assert (got - other).abs().max() > 1e-2  # the two features differ: the option matters
+    lines = [r for r in caplog.records if r.name == "isr_reid"]
+    assert len(lines) == 1 and lines[0].levelname == "WARNING"
+    msg = lines[0].getMessage()
+    assert "transformer_120.pth" in msg and "classifier.weight" in msg and "base.fc.* (2 keys)" in msg
+    assert ("bottleneck.* (5 keys)" in msg) == (neck_feat == "before")
+
+
+def test_neck_feat_after_needs_a_bnneck():
+    flat = _tiny_vit_state(ics=True)
+    with pytest.raises(ValueError, match=r"neck_feat='after'.*no bottleneck"):
+        convert_transreid_ssl({"teacher": {f"backbone.{k}": v for k, v in flat.items()}}, neck_feat="after")
+    with pytest.raises(ValueError, match=r"neck_feat must be 'before' or 'after'"):
+        convert_transreid_ssl(_finetuned(flat), neck_feat="bnneck")
+
+
+def test_sie_camera_embedding_needs_a_choice_and_folds_exactly():
+    flat = _tiny_vit_state(ics=False, seed=16)
+    sd = _finetuned(flat)
+    sie = 0.3 * torch.randn(6, 1, 32, generator=torch.Generator().manual_seed(17))
+    sd["base.sie_embed"] = sie
+    with pytest.raises(ValueError, match=r"SIE camera embeddings \(base\.sie_embed, 6 rows.*sie_camera=K.*'drop'"):
+        convert_transreid_ssl(sd)
+    with pytest.raises(ValueError, match=r"sie_camera must be 'drop' or a row of base\.sie_embed, 0\.\.5; got 6"):
+        convert_transreid_ssl(sd, sie_camera=6)
+    x = torch.randn(2, 3, 256, 128, generator=torch.Generator().manual_seed(18))
+    model = _tiny_vit(ics=False)
+    load_state_dict_strict(model, convert_transreid_ssl(sd, sie_camera=2, sie_coe=3.0), source="sie")
+    with torch.no_grad():
+        got = model(x).double()
+    torch.testing.assert_close(got, vit_reference(flat, x, heads=4, token_bias=3.0 * sie[2, 0]), rtol=1e-4, atol=1e-5)
+    load_state_dict_strict(model, convert_transreid_ssl(sd, sie_camera="drop"), source="sie")
+    with torch.no_grad():
+        dropped = model(x).double()
+    torch.testing.assert_close(dropped, vit_reference(flat, x, heads=4), rtol=1e-4, atol=1e-5)
+    assert (got - dropped).abs().max() > 1e-2
+
+
+def test_jpm_checkpoint_needs_a_choice_and_loads_the_global_branch(caplog):
+    flat = _tiny_vit_state(ics=True, seed=19)
+    sd = _finetuned(flat)
+    for branch, seed in (("b1", 21), ("b2", 22)):  # copies of the last block and the final LayerNorm, trained apart
+        b = rand_state(transreid_vit_shapes(32, 1, ics=False, with_fc=False), seed=seed)
+        sd.update({f"{branch}.0.{k[len('blocks.0.'):]}": v for k, v in b.items() if k.startswith("blocks.0.")})
+        sd.update({f"{branch}.1.{k[len('norm.'):]}": v for k, v in b.items() if k.startswith("norm.")})
+    bn = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    for i in range(1, 5):
+        sd[f"classifier_{i}.weight"] = torch.zeros(751, 32)
+        sd.update({f"bottleneck_{i}.{p}": sd[f"bottleneck.{p}"].clone() for p in bn})
+    with pytest.raises(ValueError, match=r"JPM model.*160-d.*jpm='global'"):
+        convert_transreid_ssl(sd)
+    model = _tiny_vit(ics=True)
+    with caplog.at_level("INFO", logger="isr_reid"):
+        load_state_dict_strict(model, convert_transreid_ssl(sd, jpm="global"), source="jpm")
+    x = torch.randn(2, 3, 256, 128, generator=torch.Generator().manual_seed(23))
+    with torch.no_grad():
+        got = model(x).double()
+    # the global branch: base blocks 0..n-2, then b1's block and LayerNorm (b1 is index 1 of 2 blocks here)
+    ref_flat = {k: v for k, v in flat.items() if not k.startswith(("blocks.1.", "norm."))}
+    ref_flat.update({f"blocks.1.{k[len('b1.0.'):]}": v for k, v in sd.items() if k.startswith("b1.0.")})
+    ref_flat.update({f"norm.{k[len('b1.1.'):]}": v for k, v in sd.items() if k.startswith("b1.1.")})
+    torch.testing.assert_close(got, vit_reference(ref_flat, x, heads=4), rtol=1e-4, atol=1e-5)
+    assert (got - vit_reference(flat, x, heads=4)).abs().max() > 1e-2  # base's own last block is not it
+    lines = [r.getMessage() for r in caplog.records if r.name == "isr_reid"]
+    assert len(lines) == 1
+    assert "b2.* (" in lines[0] and "classifier_4.weight" in lines[0] and "base.blocks.1" in lines[0]
+
+
+def test_fcneck_is_refused_by_name():
+    sd = _finetuned(_tiny_vit_state(ics=True))
+    sd["fcneck.weight"] = torch.zeros(16, 32)
+    with pytest.raises(ValueError, match=r"fcneck \(MODEL\.REDUCE_FEAT_DIM\)"):
+        convert_transreid_ssl(sd)
+
+
+def test_finetuned_384x128_loads_with_its_grid(tmp_path, caplog):
+    """transformer_120.pth of a 384x128 fine-tuning: 1+24x8 position tokens; the zoo's ViT-S is 256x128."""
+    flat = rand_state(transreid_vit_shapes(384, 12, ics=False, grid=(24, 8)), seed=24)
+    path = tmp_path / "transformer_120.pth"
+    torch.save(_finetuned(flat, classes=10), path)
+    x = torch.randn(1, 3, 384, 128, generator=torch.Generator().manual_seed(25))
+    ref = vit_reference(flat, x, heads=6, grid=(24, 8))
+    with caplog.at_level("INFO", logger="isr_reid"):
+        model = load_model("transreid_ssl_vit_small", weights=path, device="cpu")
+    assert model.cfg.input_size == (384, 128) and tuple(model.cfg.extra["pos_grid"]) == (24, 8)
+    assert any("24x8 grid: input size set to 384x128" in r.getMessage() for r in caplog.records)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).double(), ref, rtol=1e-4, atol=1e-5)
+    # saved and loaded again: the grid and the input size travel with the weights
+    back = load_model("transreid_ssl_vit_small", weights=model.save_pretrained(tmp_path / "hub"), device="cpu")
+    assert back.cfg.input_size == (384, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_pos_grid_is_fitted_or_refused_with_a_hint():
+    from isr_reid import get_config
+    from isr_reid.models.vit import fit_pos_grid
+
+    base = get_config("transreid_ssl_vit_base_ics")  # 384x128 input, pretrained on a 16x8 grid
+    pretrained = {"pos_embed": torch.zeros(1, 129, 768)}
+    assert fit_pos_grid(base, pretrained) == base
+    finetuned = fit_pos_grid(base, {"pos_embed": torch.zeros(1, 193, 768)})
+    assert tuple(finetuned.extra["pos_grid"]) == (24, 8) and finetuned.input_size == (384, 128)
+    overlapping = {"pos_embed": torch.zeros(1, 1 + 21 * 10, 768)}  # STRIDE_SIZE 12 at 256x128
+    with pytest.raises(ValueError, match=r"1\+210 tokens.*input size 384x128.*24x8=192.*STRIDE_SIZE"):
+        fit_pos_grid(base, overlapping, source="t.pth")
+    with pytest.raises(ValueError, match=r"pos_grid=\(16, 8\) has 128 cells"):
+        fit_pos_grid(base.replace(pos_grid=(16, 8)), {"pos_embed": torch.zeros(1, 193, 768)}, explicit=frozenset({"pos_grid"}))
+    # an explicit input size is kept; the 24x8 grid is resized to it on the fly
+    small = fit_pos_grid(base.replace(input_size=(256, 128)), {"pos_embed": torch.zeros(1, 193, 768)},
+                         explicit=frozenset({"input_size"}))
+    assert small.input_size == (256, 128) and tuple(small.extra["pos_grid"]) == (24, 8)

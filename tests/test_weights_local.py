@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from _hub_server import LocalHub
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import isr_reid
@@ -26,6 +27,11 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     for key in ("HF_HUB_CACHE", "HF_HUB_OFFLINE", "ISR_REID_OFFLINE"):
         monkeypatch.delenv(key, raising=False)
+
+
+def _metadata(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
 
 
 def _embed(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +117,60 @@ def test_state_dict_without_metadata_still_fails_strictly(r18, tmp_path):
     state["extra.weight"] = torch.zeros(3)
     save_file(state, tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match=r"missing: head\..*unexpected: extra\.weight"):
-        isr_reid.load_model("isr_resnet18", weights=tmp_path / "w.safetensors", device="cpu")
+        isr_reid.load_model("isr_resnet18", weights=tmp_path / "w.safetensors", device="cpu", input_size=(64, 32))
+
+
+# -- weights that describe themselves, or are refused (issue 11) ---------------------------------
+
+
+def test_lone_safetensors_carries_its_input_size(tmp_path):
+    """A folder holding only model.safetensors of a 128x64 model loads at 128x64, not the zoo's 256x128."""
+    torch.manual_seed(5)
+    small = isr_reid.load_model("isr_resnet18", pretrained=False, device="cpu", input_size=(128, 64),
+                                mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    folder = small.save_pretrained(tmp_path / "hub")
+    (folder / "config.json").unlink()
+    (folder / "README.md").unlink()
+    meta = json.loads(_metadata(folder / "model.safetensors")["config"])
+    assert meta["input_size"] == [128, 64] and meta["mean"] == [0.5, 0.5, 0.5] and meta["std"] == [0.25] * 3
+    for weights in (folder, folder / "model.safetensors"):
+        back = isr_reid.load_model("isr_resnet18", weights=weights, device="cpu")
+        assert back.cfg.input_size == (128, 64) and back.cfg.mean == (0.5, 0.5, 0.5)
+        x = torch.randn(2, 3, 128, 64, generator=torch.Generator().manual_seed(6))
+        torch.testing.assert_close(_embed(back, x), _embed(small, x), rtol=0, atol=0)
+
+
+def test_weights_without_a_config_are_refused_unless_the_size_is_given(r18, tmp_path):
+    model, x = r18
+    folder = tmp_path / "old"
+    folder.mkdir()
+    # what an older save_pretrained wrote, with its config.json lost
+    save_file(model.state_dict(), folder / "model.safetensors", metadata={"format": "pt", "model": "isr_resnet18"})
+    with pytest.raises(ValueError, match=r"old carries no model config .*input size .* unknown.*input_size=\(H, W\)"):
+        isr_reid.load_model("isr_resnet18", weights=folder, device="cpu")
+    back = isr_reid.load_model("isr_resnet18", weights=folder, device="cpu", input_size=(64, 32))
+    assert back.cfg.input_size == (64, 32)
+    torch.testing.assert_close(_embed(back, x), _embed(model, x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_by_name(r18, tmp_path, bad):
+    model, _ = r18
+    folder = model.save_pretrained(tmp_path / "hub")
+    state = load_file(folder / "model.safetensors")
+    state["backbone.4.0.conv1.weight"] = torch.full_like(state["backbone.4.0.conv1.weight"], bad)
+    state["head.bn.running_var"][3] = bad
+    meta = _metadata(folder / "model.safetensors")
+    save_file(state, folder / "model.safetensors", metadata=meta)
+    with pytest.raises(ValueError, match=r"non-finite values \(NaN or inf\) in backbone\.4\.0\.conv1\.weight, head\.bn\.running_var"):
+        isr_reid.load_model("isr_resnet18", weights=folder, device="cpu")
+
+
+def test_extra_options_merge_into_the_config():
+    m = isr_reid.load_model("isr_resnet18", pretrained=False, device="cpu", extra={"gem_p": 5.0})
+    assert m.cfg.extra["gem_p"] == 5.0 and float(m.head.p.detach()) == 5.0
+    with pytest.raises(TypeError, match="extra must be a mapping"):
+        get_config("isr_resnet18").replace(extra=[("gem_p", 5.0)])
 
 
 def test_truncated_safetensors_is_a_clear_error(r18, tmp_path):

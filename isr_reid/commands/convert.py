@@ -28,14 +28,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .._cache import sha256_file
-    from ..weights import WEIGHTS_NAME, load_state_dict_strict, resolve_state_dict, save_pretrained
-    from ..zoo import build_model, get_config, read_manifest
+    from ..weights import WEIGHTS_NAME, save_pretrained
+    from ..zoo import load_model, read_manifest
 
-    cfg = get_config(args.model)
-    state = resolve_state_dict(cfg, args.src)  # converts and checks the architecture before any build
-    model = build_model(cfg)
-    load_state_dict_strict(model, state, source=args.src)
-    model.eval()
+    # converts and checks the architecture before any build; the config is fitted to the weights
+    # (e.g. a fine-tuned ViT's position grid and input size)
+    model = load_model(args.model, weights=args.src, device="cpu")
+    cfg = model.cfg
     provenance: dict[str, str] = {"source": Path(args.src).name if not args.src.startswith("hf-hub:") else args.src}
     src_path = Path(args.src)
     if src_path.is_file():

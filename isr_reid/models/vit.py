@@ -11,6 +11,10 @@ checkpoints convert by renaming almost nothing.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,7 +23,11 @@ from torchvision.ops import StochasticDepth
 from ..zoo import ModelConfig, register_architecture
 from .base import ReIDModel
 
-__all__ = ["IBN", "PatchEmbed", "VisionTransformerReID", "resize_pos_embed"]
+__all__ = ["IBN", "PatchEmbed", "VisionTransformerReID", "fit_pos_grid", "resize_pos_embed"]
+
+PATCH_STRIDE = 16  # the token stride of every zoo ViT: 16x16 patches, or the ICS stem (/2) then 8x8 patches
+
+logger = logging.getLogger("isr_reid")
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int], new_grid: tuple[int, int]) -> torch.Tensor:
@@ -125,6 +133,9 @@ class _Block(nn.Module):
 class VisionTransformerReID(ReIDModel):
     """ViT whose embedding is the CLS token after the final LayerNorm, L2-normalised.
 
+    With ``neck=True`` the CLS feature goes through a BatchNorm1d (``bottleneck``, TransReID's
+    BNNeck) before the L2 normalisation: TransReID's ``TEST.NECK_FEAT 'after'``.
+
     ``pos_embed`` holds a ``pos_grid`` (16x8: 256x128 inputs) grid plus CLS; inputs whose patch grid
     differs get it resized bilinearly on the fly (:func:`resize_pos_embed`), which is what
     TransReID-SSL does once at load time for its 384x128 models.
@@ -140,6 +151,7 @@ class VisionTransformerReID(ReIDModel):
         ics: bool = False,
         pos_grid: tuple[int, int] = (16, 8),
         drop_path_rate: float = 0.1,
+        neck: bool = False,
     ):
         super().__init__()
         self.pos_grid = (int(pos_grid[0]), int(pos_grid[1]))
@@ -149,6 +161,7 @@ class VisionTransformerReID(ReIDModel):
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(_Block(embed_dim, num_heads, mlp_ratio, rates[i]) for i in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.bottleneck = nn.BatchNorm1d(embed_dim) if neck else None
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -172,11 +185,17 @@ class VisionTransformerReID(ReIDModel):
             raise ValueError(f"forward_head expects tokens (B, 1 + N, D), got shape {tuple(features.shape)}")
         # LayerNorm is per token, so normalising the CLS token alone is the same as norm(x)[:, 0].
         cls = self.norm(features[:, 0])
+        if self.bottleneck is not None:
+            cls = self.bottleneck(cls)
         return F.normalize(cls.float(), dim=1) if normalize else cls.float()
 
 
 def _build(cfg: ModelConfig, embed_dim: int, num_heads: int, ics: bool) -> VisionTransformerReID:
+    neck_feat = cfg.extra.get("neck_feat", "before")
+    if neck_feat not in ("before", "after"):
+        raise ValueError(f"neck_feat must be 'before' or 'after' (TransReID's TEST.NECK_FEAT), got {neck_feat!r}")
     return VisionTransformerReID(
+        neck=neck_feat == "after",
         embed_dim=embed_dim,
         depth=12,
         num_heads=num_heads,
@@ -186,16 +205,64 @@ def _build(cfg: ModelConfig, embed_dim: int, num_heads: int, ics: bool) -> Visio
     )
 
 
-@register_architecture("vit_small_patch16")
+def fit_pos_grid(
+    cfg: ModelConfig, state_dict: Mapping[str, Any], *, explicit: frozenset[str] = frozenset(), source: str = "weights"
+) -> ModelConfig:
+    """``cfg`` with ``pos_grid`` (and, unless given, ``input_size``) told by the checkpoint's position embedding.
+
+    A (1, 1 + K, D) ``pos_embed`` is read as: the ``pos_grid`` given (must hold K cells), else the
+    configured grid if it holds K cells, else the input size's grid at stride 16 if it holds K, else
+    K / (W / 16) rows of the input's width; in that last case a 384x128 fine-tuned checkpoint (K=192)
+    loaded without ``input_size`` gets the 384x128 input it was trained at. Anything else is an error.
+    """
+    pos = state_dict.get("pos_embed")
+    if not isinstance(pos, torch.Tensor) or pos.dim() != 3:
+        return cfg  # the strict load names the missing or mis-shaped key
+    cells = int(pos.shape[1]) - 1
+    h, w = cfg.input_size
+    in_grid = (h // PATCH_STRIDE, w // PATCH_STRIDE)
+    grid = tuple(int(v) for v in cfg.extra.get("pos_grid", (16, 8)))
+    hint = (
+        f"pass input_size=(H, W), the size it was trained at (TransReID's INPUT.SIZE_TEST), or pos_grid=(rows, cols) "
+        f"with rows*cols={cells}; checkpoints trained with overlapping patches (TransReID's STRIDE_SIZE < 16) "
+        "are not supported"
+    )
+    if "pos_grid" in explicit:
+        if grid[0] * grid[1] != cells:
+            raise ValueError(
+                f"{source}: pos_embed holds 1+{cells} tokens, but pos_grid={grid} has {grid[0] * grid[1]} cells; {hint}"
+            )
+        return cfg
+    if grid[0] * grid[1] == cells:
+        return cfg
+    if in_grid[0] * in_grid[1] == cells:
+        return cfg.replace(pos_grid=in_grid)
+    if in_grid[1] > 0 and cells % in_grid[1] == 0:
+        fitted = (cells // in_grid[1], in_grid[1])
+        if "input_size" in explicit:
+            return cfg.replace(pos_grid=fitted)  # resized on the fly to the input's grid
+        size = (fitted[0] * PATCH_STRIDE, fitted[1] * PATCH_STRIDE)
+        logger.info(
+            "%s: pos_embed holds a %dx%d grid: input size set to %dx%d, the size it was trained at "
+            "(pass input_size=(H, W) to embed at another size)", source, *fitted, *size,
+        )
+        return cfg.replace(pos_grid=fitted, input_size=size)
+    raise ValueError(
+        f"{source}: pos_embed holds 1+{cells} tokens, which is no grid of input size {h}x{w} at patch stride "
+        f"{PATCH_STRIDE} ({in_grid[0]}x{in_grid[1]}={in_grid[0] * in_grid[1]} cells); {hint}"
+    )
+
+
+@register_architecture("vit_small_patch16", fit_to_weights=fit_pos_grid)
 def _vit_small_patch16(cfg: ModelConfig) -> ReIDModel:
     return _build(cfg, 384, 6, ics=False)
 
 
-@register_architecture("vit_small_ics")
+@register_architecture("vit_small_ics", fit_to_weights=fit_pos_grid)
 def _vit_small_ics(cfg: ModelConfig) -> ReIDModel:
     return _build(cfg, 384, 6, ics=True)
 
 
-@register_architecture("vit_base_ics")
+@register_architecture("vit_base_ics", fit_to_weights=fit_pos_grid)
 def _vit_base_ics(cfg: ModelConfig) -> ReIDModel:
     return _build(cfg, 768, 12, ics=True)
