@@ -281,6 +281,16 @@ def test_errors_speak_in_flags(data, tmp_path, capsys):
     assert "missing.npz" in err and ".safetensors" not in err
     assert main(["search", "--gallery", str(data), "--query", str(data / "query"), "-k", "0", *MODEL]) == 1
     assert "--topk" in capsys.readouterr().err
+    # Library parameter names in errors become the command's flags.
+    out = str(tmp_path / "g.npz")
+    assert main(["extract", str(data), "-o", out, *MODEL, "--batch-size", "0", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--batch-size" in err and "batch_size" not in err
+    assert main(["extract", str(data), "-o", out, *MODEL, "--workers", "-1", "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--workers" in err and "num_workers" not in err
+    assert main(["extract", str(data), "-o", out, *MODEL[:4], "--input-size", "0", "0"]) == 1
+    assert "--input-size: expected a positive height and width, got 0 0" in capsys.readouterr().err
 
 
 def _examples(help_text: str) -> list[str]:

@@ -113,6 +113,9 @@ def model_from_args(args: argparse.Namespace, *, device: str | None = None) -> R
         init = "pretrained" if args.weights or _has_published_weights(name) else "random"
         if init == "random":
             print(f"{name} has no published weights: starting from a random init (--init auto)", file=sys.stderr)
+    if args.input_size and min(args.input_size) < 1:
+        raise ValueError(f"--input-size: expected a positive height and width, got {args.input_size[0]} "
+                         f"{args.input_size[1]}")
     overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
     if init == "random":
         import torch
@@ -154,6 +157,8 @@ def cli_terms(message: str, flags: dict[str, str] | None = None) -> str:
     for param, flag in (flags or {}).items():
         message = re.sub(rf"(?<![\w-]){re.escape(param)}=", f"{flag} ", message)
         message = re.sub(rf"^{re.escape(param)}:", f"{flag}:", message)
+        if "_" in param:  # an identifier, never an English word: batch_size -> --batch-size anywhere
+            message = re.sub(rf"(?<![\w-]){re.escape(param)}\b", flag, message)
     return message
 
 

@@ -25,6 +25,7 @@ EXAMPLES = """\
   isr-reid extract --model isr_resnet18 --init random --input-size 128 64 crops/ -o features.npz"""
 
 LIST_SUFFIXES = (".txt", ".lst")
+PARAM_FLAGS = {"num_workers": "--workers"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,6 +13,7 @@ warm-up and cosine decay. The start is --weights, else (--init auto, the default
 weights when it has any, else a random init seeded by --seed. At the end the query/gallery split is
 evaluated (rank-1, mAP). The output folder works as --weights OUTPUT in any command.
 Datasets: market1501, msmt17, dukemtmc, cuhk03, folder (<root>/{train,query,gallery}/<pid>/<file>), mot."""
+PARAM_FLAGS = {"triplet_margin": "--margin", "output_dir": "--output"}  # library names in errors -> flags
 EXAMPLES = """\
   isr-reid finetune --model isr_swin_base --dataset market1501 --root data/Market-1501-v15.09.15 --output runs/ft
   isr-reid finetune --model isr_resnet50 --weights runs/isr --dataset folder --root my_set --output runs/ft2"""

@@ -18,6 +18,7 @@ final model (model.safetensors + config.json): use it with --weights OUTPUT in a
 load_model(NAME, weights=OUTPUT) in Python. The start is --weights, else (--init auto, the default) the
 model's published weights when it has any, else a random init seeded by --seed.
 Multi-GPU: torchrun --nproc-per-node N -m isr_reid.cli train ...  (each process its own videos)."""
+PARAM_FLAGS = {"min_size": "--min-height", "output_dir": "--output"}  # library names in errors -> flags
 EXAMPLES = """\
   isr-reid train --model isr_resnet18 --videos MOT17/train --output runs/isr --max-steps 2000
   isr-reid train --model isr_swin_base --init pretrained --videos crops.csv --output runs/swin --resume"""
