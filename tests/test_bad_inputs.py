@@ -12,7 +12,9 @@ import functools
 import io
 import re
 import shutil
+import struct
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -187,6 +189,26 @@ def test_16bit_pgm_and_tiff_match_the_png(tmp_path: Path) -> None:
         with Image.open(tmp_path / name) as im:
             assert im.mode in ("I", "I;16")
         np.testing.assert_array_equal(to_rgb_uint8(tmp_path / name), ref, err_msg=name)
+
+
+def _png16(path: Path, a: np.ndarray, color_type: int) -> None:
+    """Write a 16-bit PNG by hand (PIL cannot write 16-bit colour): ``a`` is (H, W, C) uint16."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    h, w = a.shape[:2]
+    rows = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in a)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, color_type, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels, color_type", [(3, 2), (4, 6), (2, 4)], ids=["RGB 48-bit", "RGBA 64-bit", "LA 32-bit"])
+def test_16bit_colour_png_is_within_one_level_of_the_reference(tmp_path: Path, channels: int, color_type: int) -> None:
+    a16 = np.random.default_rng(5).integers(0, 65536, size=(10, 6, channels), dtype=np.uint16)
+    _png16(tmp_path / "c16.png", a16, color_type)
+    ref = _ref_16_to_8(a16[:, :, :3] if channels >= 3 else np.repeat(a16[:, :, :1], 3, axis=2))
+    got = to_rgb_uint8(tmp_path / "c16.png")  # PIL keeps the high byte: truncation, not rounding
+    assert int(np.abs(got.astype(int) - ref.astype(int)).max()) <= 1
 
 
 def _palette_with_transparency() -> tuple[Image.Image, np.ndarray]:
