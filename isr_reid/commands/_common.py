@@ -59,7 +59,7 @@ class DeprecatedAlias(argparse.Action):
 def add_model_arguments(p: argparse.ArgumentParser, *, default_init: str = "pretrained", required: bool = True,
                         device: bool = True) -> None:
     """--model, --weights, --init (default ``default_init``), --input-size, --device, and the deprecated
-    --random-init / --pretrained."""
+    --random-init / --pretrained (hidden from --help)."""
     g = p.add_argument_group("model (the same flags in every command)")
     g.add_argument("--model", "-m", required=required, default=None, metavar="NAME",
                    help="zoo name (see 'isr-reid models')")
@@ -73,10 +73,11 @@ def add_model_arguments(p: argparse.ArgumentParser, *, default_init: str = "pret
     }[default_init]
     g.add_argument("--init", choices=INIT_CHOICES, default=default_init,
                    help=f"weights when --weights is not given: pretrained, random or auto; {init_help}")
+    # Old spellings, accepted for one release with a warning; left out of --help.
     g.add_argument("--random-init", dest="init", action=DeprecatedAlias, const="random",
-                   replacement="--init random", help="deprecated spelling of --init random")
+                   replacement="--init random", help=argparse.SUPPRESS)
     g.add_argument("--pretrained", dest="init", action=DeprecatedAlias, const="pretrained",
-                   replacement="--init pretrained", help="deprecated spelling of --init pretrained")
+                   replacement="--init pretrained", help=argparse.SUPPRESS)
     g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="override the model's input size")
     if device:

@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     add_model_arguments(p, required=False, device=False)
     p.add_argument("model", nargs="?", default=None, metavar="NAME", action=DeprecatedAlias, replacement="--model NAME",
-                   help="deprecated: the model as a positional argument; use --model NAME")
+                   help=argparse.SUPPRESS)  # deprecated: the model as a positional argument
     p.add_argument("--format", choices=("onnx", "pt2"), default="onnx", help="output format (default onnx)")
     p.add_argument("--output", "-o", required=True, help="file to write")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (18 or newer; default: the exporter's)")
