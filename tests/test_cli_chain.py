@@ -158,6 +158,17 @@ def test_search_pids_are_unique_per_sequence(tmp_path, capsys):
                  "--init", "random", "--device", "cpu", *QUIET]) == 0
     res2 = json.loads(out2.read_text())["queries"][0]
     assert res2["person"] == "MOT17-02/1" and {h["path"]: h["person"] for h in res2["results"]} == persons
+    # --metric euclidean reports distances: ||q - g|| of the file's rows (the query is one of them).
+    out3 = tmp_path / "s3.json"
+    assert main(["search", "--gallery", str(feats), "--query", query, "-k", "8", "--json", str(out3), "--metric",
+                 "euclidean", "--init", "random", "--device", "cpu", *QUIET]) == 0
+    res3 = json.loads(out3.read_text())
+    f = load_features(feats)
+    emb = f.embeddings.astype(np.float64)
+    d = np.linalg.norm(emb - emb[f.paths.index(query)], axis=1)
+    hits = res3["queries"][0]["results"]
+    assert res3["metric"] == "euclidean" and [h["path"] for h in hits] == [f.paths[j] for j in np.argsort(d, kind="stable")]
+    np.testing.assert_allclose([h["distance"] for h in hits], np.sort(d), atol=1e-3)
     capsys.readouterr()
 
 
