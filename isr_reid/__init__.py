@@ -15,9 +15,9 @@ from typing import Any
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
-    "ModelConfig": "isr_reid.zoo",
-    "get_config": "isr_reid.zoo",
-    "list_models": "isr_reid.zoo",
+    "ModelConfig": "isr_reid.config",
+    "get_config": "isr_reid.config",
+    "list_models": "isr_reid.config",
     "load_model": "isr_reid.zoo",
     "ReIDModel": "isr_reid.models.base",
     "fetch_weights": "isr_reid.weights",

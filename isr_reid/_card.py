@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .zoo import ModelConfig
+from .config import ModelConfig
 
 __all__ = ["model_card"]
 

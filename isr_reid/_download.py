@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from . import __version__
 from ._cache import sha256_file
 
 __all__ = ["DownloadError", "IntegrityError", "download_url"]
@@ -31,8 +32,6 @@ class IntegrityError(ValueError):
 
 
 def _user_agent() -> str:
-    from . import __version__
-
     return f"isr-reid/{__version__}"
 
 

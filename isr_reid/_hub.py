@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from . import __version__
 from ._cache import is_offline
 
 __all__ = ["HubError", "hub_cache_dir", "hub_download", "hub_endpoint", "hub_evict", "hub_upload", "parse_hub_spec"]
@@ -68,8 +69,6 @@ def hub_download(repo_id: str, filename: str, revision: str | None = None, *, pr
     saying what was asked for and from where.
     """
     from huggingface_hub import hf_hub_download
-
-    from . import __version__
 
     offline = is_offline()
     cache_dir = hub_cache_dir()

@@ -19,16 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
 from ._cache import cache_root, converted_path, download_path, file_lock, is_offline, sha256_file
+from ._card import model_card
 from ._download import DownloadError, IntegrityError, download_url
 from ._hub import HUB_PREFIX, HubError, hub_download, hub_evict, parse_hub_spec
 from ._io import atomic_path
-from .zoo import ModelConfig, get_config, read_manifest
+from .config import ModelConfig, get_config, read_manifest
 
 if TYPE_CHECKING:
     import torch
-
-    from .models.base import ReIDModel
 
 __all__ = [
     "CONFIG_NAME",
@@ -95,10 +95,9 @@ def _from_hub(source: Mapping[str, Any], progress: bool | None) -> Path:
 def _convert_upstream(
     path: Path, architecture: str, options: Mapping[str, Any] | None = None
 ) -> dict[str, torch.Tensor]:
-    try:
-        from .convert import convert_checkpoint, read_upstream_checkpoint
-    except ImportError as e:  # pragma: no cover - convert.py ships with the package
-        raise RuntimeError(f"cannot convert {path}: isr_reid.convert is unavailable ({e})") from e
+    # deferred: the converters import torch, which `import isr_reid.weights` (the CLI) does not need
+    from .convert import convert_checkpoint, read_upstream_checkpoint
+
     checkpoint = read_upstream_checkpoint(path)
     state = convert_checkpoint(checkpoint, architecture, options=options, source=str(path))
     return {k: v.contiguous() for k, v in state.items()}
@@ -396,7 +395,7 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], source: str) -> None:
 
 
 def save_pretrained(
-    model: ReIDModel,
+    model: torch.nn.Module,
     directory: str | Path,
     *,
     repo_id: str | None = None,
@@ -404,13 +403,11 @@ def save_pretrained(
 ) -> Path:
     """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` into ``directory`` (hub layout).
 
+    ``model`` is an :class:`isr_reid.models.ReIDModel` (anything with a ``cfg`` and a state dict).
     ``repo_id`` goes into the card's usage example; ``provenance`` (e.g. the upstream file and its
     sha256) is recorded in the card. The safetensors metadata also holds the whole config (input
     size, mean/std, options), so the weights file alone is self-describing. Every file is written atomically.
     """
-    from . import __version__
-    from ._card import model_card
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     cfg = model.cfg

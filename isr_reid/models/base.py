@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..data.extract import extract_features
+from ..weights import save_pretrained
+
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..zoo import ModelConfig
+    from ..config import ModelConfig
 
 __all__ = ["ReIDModel"]
 
@@ -69,8 +72,6 @@ class ReIDModel(nn.Module):
         orientation and 16-bit grey is scaled to 8 bits; a shape such as (3, H, 3) that reads as HWC
         and CHW is refused; a NaN/inf embedding raises. See :func:`isr_reid.data.extract_features`.
         """
-        from ..data.extract import extract_features
-
         return extract_features(
             self,
             images,
@@ -83,6 +84,4 @@ class ReIDModel(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``model.safetensors``, ``config.json`` and a model card ``README.md`` to ``directory``."""
-        from ..weights import save_pretrained
-
         return save_pretrained(self, directory)

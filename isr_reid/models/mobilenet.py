@@ -18,7 +18,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..zoo import ModelConfig, register_architecture
+from ..config import ModelConfig, register_architecture
 from .base import ReIDModel
 from .heads import PoolBNHead
 

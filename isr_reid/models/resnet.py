@@ -13,7 +13,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from ..zoo import ModelConfig, register_architecture
+from ..config import ModelConfig, register_architecture
 from .base import ReIDModel
 from .heads import PoolBNHead
 

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer
 
 from ..kernels import l2_normalize, ln_mean_tokens
-from ..zoo import ModelConfig, register_architecture
+from ..config import ModelConfig, register_architecture
 from .base import ReIDModel
 
 __all__ = ["SwinISR"]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import StochasticDepth
 
-from ..zoo import ModelConfig, register_architecture
+from ..config import ModelConfig, register_architecture
 from .base import ReIDModel
 
 __all__ = ["IBN", "PatchEmbed", "VisionTransformerReID", "fit_pos_grid", "resize_pos_embed"]
