@@ -146,7 +146,8 @@ def train_isr(
     per-channel gain and gamma to every crop (off by default, as in the paper's pipeline; useful
     when the cameras you will match across differ in colour and exposure).
     """
-    from ..data.video import FramePairSampler, load_videos
+    from ..data.frame_pairs import FramePairSampler
+    from ..data.video import load_videos
 
     if max_steps < 1:
         raise ValueError(f"max_steps must be >= 1, got {max_steps}")
