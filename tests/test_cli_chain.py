@@ -338,3 +338,36 @@ def test_every_help_ends_with_examples_that_parse(capsys):
     for line in _examples(commands["models"].format_help()):  # the cheap ones run as written
         assert main(shlex.split(line)[1:]) == 0
         assert "isr_resnet18" in capsys.readouterr().out
+
+
+def test_model_option_reaches_the_checkpoint_converter(tmp_path, capsys):
+    """A fine-tuned TransReID ViT-S with SIE camera embeddings: the CLI error names --model-option,
+    and --model-option sie_camera=K loads it as load_model(..., extra={"sie_camera": K}) does."""
+    import torch
+    from reference_nets import rand_state, transreid_vit_shapes
+
+    from isr_reid import load_model
+
+    flat = rand_state(transreid_vit_shapes(384, 12, False), seed=3)
+    sd = {f"base.{k}": v for k, v in flat.items()}
+    sd["base.sie_embed"] = 0.3 * torch.randn(3, 1, 384, generator=torch.Generator().manual_seed(4))
+    ckpt = tmp_path / "transformer_120.pth"
+    torch.save(sd, ckpt)
+    rng = np.random.default_rng(5)
+    paths = [tmp_path / "crops" / f"{i}.png" for i in range(2)]
+    for p in paths:
+        _write(p, rng.integers(0, 255, (64, 32, 3), dtype=np.uint8))
+    out = tmp_path / "f.npz"
+    base = ["extract", str(tmp_path / "crops"), "-o", str(out), "--model", "transreid_ssl_vit_small", "--weights",
+            str(ckpt), "--device", "cpu", "--no-progress"]
+    capsys.readouterr()
+    assert main(base) == 1
+    err = capsys.readouterr().err
+    assert "--model-option sie_camera=K" in err and "--model-option sie_camera=drop" in err
+    assert "sie_camera='drop'" not in err
+    assert main([*base, "--model-option", "sie_camera=1"]) == 0
+    got = load_features(out).embeddings
+    api = load_model("transreid_ssl_vit_small", weights=ckpt, extra={"sie_camera": 1}, device="cpu")
+    np.testing.assert_allclose(got, api.extract([str(p) for p in paths], progress=False), atol=1e-5)
+    assert main([*base, "--model-option", "sie_camera"]) == 1
+    assert "--model-option: expected KEY=VALUE" in capsys.readouterr().err

@@ -9,6 +9,7 @@ The convention, the same in every command that loads a model:
                                         the published weights, a random init, or (auto) the
                                         published weights when the model has any, else random
   --input-size H W, --device DEV
+  --model-option KEY=VALUE              an architecture or conversion option (load_model's extra=)
 
 Each command states its --init default in its --help: the embedding commands (extract, search,
 evaluate, export) default to 'pretrained', since random embeddings are meaningless; the training
@@ -29,10 +30,12 @@ __all__ = [
     "INIT_CHOICES",
     "DeprecatedAlias",
     "add_model_arguments",
+    "add_model_option_argument",
     "add_training_run_arguments",
     "cli_terms",
     "model_from_args",
     "model_name",
+    "model_options",
 ]
 
 INIT_CHOICES = ("pretrained", "random", "auto")
@@ -80,8 +83,33 @@ def add_model_arguments(p: argparse.ArgumentParser, *, default_init: str = "pret
                    replacement="--init pretrained", help=argparse.SUPPRESS)
     g.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="override the model's input size")
+    add_model_option_argument(g)
     if device:
         g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+
+
+def add_model_option_argument(g: Any) -> None:
+    """--model-option KEY=VALUE (repeatable): architecture and conversion options, load_model's ``extra``."""
+    g.add_argument("--model-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="an architecture or checkpoint-conversion option, repeatable: e.g. sie_camera=0, "
+                        "neck_feat=after or jpm=global for fine-tuned TransReID checkpoints (values read as "
+                        "JSON numbers/true/false when they parse, else as text)")
+
+
+def model_options(items: list[str] | None) -> dict[str, Any]:
+    """The ``--model-option KEY=VALUE`` list as a dict; values are JSON when they parse, else text."""
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--model-option: expected KEY=VALUE, e.g. sie_camera=0, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -117,7 +145,10 @@ def model_from_args(args: argparse.Namespace, *, device: str | None = None) -> R
     if args.input_size and min(args.input_size) < 1:
         raise ValueError(f"--input-size: expected a positive height and width, got {args.input_size[0]} "
                          f"{args.input_size[1]}")
-    overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
+    overrides: dict[str, Any] = {"input_size": tuple(args.input_size)} if args.input_size else {}
+    options = model_options(getattr(args, "model_option", None))
+    if options:
+        overrides["extra"] = options
     if init == "random":
         import torch
 
@@ -136,8 +167,15 @@ def model_from_args(args: argparse.Namespace, *, device: str | None = None) -> R
         raise WeightsNotFoundError(cli_terms(str(e)) + "\n- or pass --init random for a random init") from None
 
 
+# Options of upstream-checkpoint conversion (isr_reid.convert.VIT_OPTIONS, not imported: it imports torch).
+MODEL_OPTION_KEYS = ("neck_feat", "sie_camera", "sie_coe", "jpm")
+_OPTION = "|".join(MODEL_OPTION_KEYS)
+
 # Library (Python) spellings -> command-line flags, for error messages shown by the command line.
 _TERMS = [
+    (re.compile(rf"(?<![\w-])(?<!--model-option )({_OPTION})='([^']*)'"), r"--model-option \1=\2"),
+    (re.compile(rf"(?<![\w-])(?<!--model-option )({_OPTION})=(?=[\w<])"), r"--model-option \1="),
+    (re.compile(r"\binput_size=\(H, W\)"), "--input-size H W"),
     (re.compile(r"\bpass weights=PATH to load_model\b"), "pass --weights PATH"),
     (re.compile(r"\bweights=PATH\b"), "--weights PATH"),
     (re.compile(r"\bpretrained=False\b"), "--init random"),

@@ -18,7 +18,10 @@ EXAMPLES = """\
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", metavar="SRC", help="upstream checkpoint, .safetensors, hub-layout folder, or hf-hub:owner/repo@rev")
+    from ._common import add_model_option_argument
+
     p.add_argument("--model", required=True, metavar="NAME", help="zoo model name (see 'isr-reid models')")
+    add_model_option_argument(p)
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write (created if missing)")
     p.add_argument("--repo-id", default=None, help="hub repo id to show in the model card's usage example")
     p.add_argument("--debug", action="store_true", help="show the full traceback on errors")
@@ -33,7 +36,10 @@ def run(args: argparse.Namespace) -> int:
 
     # converts and checks the architecture before any build; the config is fitted to the weights
     # (e.g. a fine-tuned ViT's position grid and input size)
-    model = load_model(args.model, weights=args.src, device="cpu")
+    from ._common import model_options
+
+    options = model_options(args.model_option)
+    model = load_model(args.model, weights=args.src, device="cpu", **({"extra": options} if options else {}))
     cfg = model.cfg
     provenance: dict[str, str] = {"source": Path(args.src).name if not args.src.startswith("hf-hub:") else args.src}
     src_path = Path(args.src)
