@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.swin_transformer import ShiftedWindowAttention, SwinTransformer
 
-from ..kernels import l2_normalize, ln_mean_tokens
 from ..config import ModelConfig, register_architecture
+from ..kernels import l2_normalize, ln_mean_tokens
 from .base import ReIDModel
 
 __all__ = ["SwinISR"]
