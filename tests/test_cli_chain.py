@@ -158,6 +158,11 @@ def test_search_pids_are_unique_per_sequence(tmp_path, capsys):
                  "--init", "random", "--device", "cpu", *QUIET]) == 0
     res2 = json.loads(out2.read_text())["queries"][0]
     assert res2["person"] == "MOT17-02/1" and {h["path"]: h["person"] for h in res2["results"]} == persons
+    # --model given without --input-size: the query is still embedded at the file's 64x32 (score 1 to itself).
+    assert main(["search", "--gallery", str(feats), "--query", query, "-k", "1", "--json", str(out2),
+                 "--model", "isr_resnet18", "--init", "random", "--device", "cpu", *QUIET]) == 0
+    top = json.loads(out2.read_text())["queries"][0]["results"][0]
+    assert top["path"] == query and top["score"] == pytest.approx(1.0, abs=1e-5)
     # --metric euclidean reports distances: ||q - g|| of the file's rows (the query is one of them).
     out3 = tmp_path / "s3.json"
     assert main(["search", "--gallery", str(feats), "--query", query, "-k", "8", "--json", str(out3), "--metric",

@@ -145,11 +145,11 @@ def _check_model(args: argparse.Namespace, index: Any) -> None:
         if not made_by:
             raise ValueError(f"--model is required: {args.gallery} does not record the model that made it")
         args.model = made_by
-        if args.input_size is None and size:
-            args.input_size = list(size)
     elif made_by and made_by != args.model:
         raise ValueError(f"--gallery: {args.gallery} holds {made_by} embeddings, not --model {args.model}'s")
-    if size and args.input_size and list(args.input_size) != list(size):
+    if size and args.input_size is None:
+        args.input_size = list(size)  # queries are embedded as the gallery was
+    elif size and list(args.input_size) != list(size):
         raise ValueError(f"--gallery: {args.gallery} was embedded at --input-size {size[0]} {size[1]}, "
                          f"not {args.input_size[0]} {args.input_size[1]}")
 
