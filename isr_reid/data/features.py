@@ -3,6 +3,8 @@
 Two formats, chosen by suffix: ``.npz`` (numpy) and ``.safetensors`` (tensors + string metadata).
 Both hold ``embeddings`` (N, D) float32, the input ``paths`` (or descriptions) in row order, the
 model name and config, and the inputs skipped with the reason. Files are written atomically.
+``isr-reid extract`` writes them; ``isr-reid search --gallery`` and ``isr-reid evaluate --features`` read
+them as they are (in Python: :func:`load_features`, or ``GalleryIndex.load`` to search one).
 """
 
 from __future__ import annotations
