@@ -3,8 +3,9 @@ Encoding", CVPR 2017) with the semantics of the authors' reference ``re_ranking`
 
 Both entry points share one sparse implementation: the k-reciprocal neighbourhood vectors V are
 kept as sparse rows (at most (k1+1)(round(k1/2)+2) entries each) and the Jaccard distance is
-accumulated from V's columns, so the (Nq+Ng)^2 matrices of the reference are never built by
-:func:`rerank_features`; :func:`rerank` builds only the dense input distance it is given.
+accumulated from V's columns, so neither builds the (Nq+Ng)^2 matrices of the reference:
+:func:`rerank` reads the blocks of the three distance matrices it is given, a chunk of rows at a
+time, and :func:`rerank_features` computes the distances it needs from the features.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = ["rerank", "rerank_features"]
 
 _ROWS = 1024  # rows per chunk for the neighbourhood steps
 _PAIRS = 1 << 24  # (query nonzero, gallery nonzero) pairs per Jaccard step
+_BLOCK = 1 << 24  # float32 elements per (rows, Nq+Ng) block of rerank's ranking pass
 
 
 def _bar(total: int, desc: str, progress: bool | None) -> Any:
@@ -167,8 +169,27 @@ def _jaccard_mix(
     return out
 
 
-def _sorted_neighbours(t_rows: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.argsort(t_rows, dim=1, stable=True)[:, :k]
+def _check_finite(t: torch.Tensor, name: str, what: str = "entries") -> None:
+    """Raise naming ``name`` and its first non-finite entries (one NaN would spread to the whole result)."""
+    bad = []
+    count = 0
+    step = max(1, (1 << 22) // max(1, t.shape[1] if t.ndim == 2 else 1))
+    for s in range(0, t.shape[0], step):
+        mask = ~torch.isfinite(t[s:s + step])
+        if mask.any():
+            count += int(mask.sum())
+            if len(bad) < 5:
+                rows, cols = mask.nonzero(as_tuple=True)
+                bad += [(s + int(r), int(c), float(t[s + int(r), int(c)])) for r, c in zip(rows[:5], cols[:5])]
+    if count:
+        shown = ", ".join(f"[{r}, {c}] = {v}" for r, c, v in bad[:5])
+        more = f" and {count - 5} more" if count > 5 else ""
+        raise ValueError(f"{name}: {count} non-finite {what}: {shown}{more}")
+
+
+def _chunk_rows(n: int) -> int:
+    """Rows per chunk of an (rows, n) float32 block: at most _ROWS, and about 2^24 elements."""
+    return max(1, min(_ROWS, _BLOCK // max(1, n)))
 
 
 def rerank(
@@ -188,7 +209,9 @@ def rerank(
     round(k1/2)-reciprocal sets of their members that share more than 2/3 of their items, weighted
     by exp(-distance), averaged over the k2 nearest rows, and the Jaccard distance (min-sum form)
     is mixed with the normalised squared distance: (1 - lambda) * Jaccard + lambda * original.
-    Neighbour ties are ranked by index.
+    Neighbour ties are ranked by index. The (Nq+Ng)^2 matrix is never built: it is read block by
+    block from the three inputs, so memory beyond the inputs and the (Nq, Ng) result stays small.
+    A non-finite input entry raises ``ValueError`` naming the matrix and the entries.
     """
     _check_params(k1, k2, lambda_value)
     qg = as_tensor(q_g_dist, "q_g_dist", ndim=2, device="cpu")
@@ -199,17 +222,54 @@ def rerank(
         raise ValueError(f"q_q_dist: expected shape {(nq, nq)} to match q_g_dist, got {tuple(qq.shape)}")
     if gg.shape != (ng, ng):
         raise ValueError(f"g_g_dist: expected shape {(ng, ng)} to match q_g_dist, got {tuple(gg.shape)}")
-    full = torch.cat([torch.cat([qq, qg], 1), torch.cat([qg.T, gg], 1)], 0)
-    if not torch.is_floating_point(full):
-        full = full.double()
-    # Squared in the input's precision, then float32, as the reference does.
-    d2 = (full * full).float()
-    t = (d2 / d2.max(0).values).T.contiguous()
-    del full, d2
-    k = min(max(k1 + 1, k2), t.shape[0])
-    ranks = torch.cat([_sorted_neighbours(t[s:s + _ROWS], k) for s in range(0, t.shape[0], _ROWS)])
-    return _rerank_core(ranks, nq, k1, k2, lambda_value,
-                        lambda r, c: t[r, c], lambda s, e: t[s:e, nq:], progress)
+    # The reference concatenates the blocks (one common dtype), squares in it, then casts to float32.
+    dtype = torch.promote_types(torch.promote_types(qg.dtype, qq.dtype), gg.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.float64
+    for t, name in ((qg, "q_g_dist"), (qq, "q_q_dist"), (gg, "g_g_dist")):
+        if t.is_floating_point():
+            _check_finite(t, name)
+    n = nq + ng
+
+    def squared(block: torch.Tensor) -> torch.Tensor:
+        block = block.to(dtype)
+        return (block * block).float()
+
+    # Row i of T is column i of the full matrix [[qq, qg], [qg^T, gg]], squared, over its maximum.
+    col_max = torch.empty(n, dtype=torch.float32)
+    k = min(max(k1 + 1, k2), n)
+    ranks = torch.empty(n, k, dtype=torch.int64)
+    step = _chunk_rows(n)
+    for s in range(0, n, step):
+        e = min(s + step, n)
+        if e <= nq:
+            rows = torch.cat([squared(qq[:, s:e].T), squared(qg[s:e])], 1)
+        elif s >= nq:
+            rows = torch.cat([squared(qg[:, s - nq:e - nq].T), squared(gg[:, s - nq:e - nq].T)], 1)
+        else:  # a chunk across the boundary: its query part, then its gallery part
+            rows = torch.cat([torch.cat([squared(qq[:, s:nq].T), squared(qg[s:nq])], 1),
+                              torch.cat([squared(qg[:, :e - nq].T), squared(gg[:, :e - nq].T)], 1)], 0)
+        col_max[s:e] = rows.max(1).values
+        rows /= col_max[s:e, None]
+        ranks[s:e] = _sorted_neighbours(rows, k)
+        del rows
+
+    def t_at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """T[r, c] = full[c, r]^2 / col_max[r], gathered from the blocks."""
+        out = torch.empty(len(r), dtype=torch.float32)
+        rq, cq = r < nq, c < nq
+        for mask, src, a, b in ((cq & rq, qq, c, r), (cq & ~rq, qg, c, r - nq),
+                                (~cq & rq, qg, r, c - nq), (~cq & ~rq, gg, c - nq, r - nq)):
+            if mask.any():
+                out[mask] = squared(src[a[mask], b[mask]])
+        return out / col_max[r]
+
+    return _rerank_core(ranks, nq, k1, k2, lambda_value, t_at,
+                        lambda s, e: squared(qg[s:e]) / col_max[s:e, None], progress)
+
+
+def _sorted_neighbours(t_rows: torch.Tensor, k: int) -> torch.Tensor:
+    return torch.argsort(t_rows, dim=1, stable=True)[:, :k]
 
 
 def _rerank_core(ranks: torch.Tensor, nq: int, k1: int, k2: int, lambda_value: float,
@@ -231,55 +291,108 @@ def rerank_features(
     chunk_size: int = 1024,
     progress: bool | None = None,
 ) -> np.ndarray:
-    """k-reciprocal re-ranking from features, equal to ``rerank`` on their Euclidean distances.
+    """k-reciprocal re-ranking from features: ``rerank`` on their Euclidean distances, without (Nq+Ng)^2 matrices.
 
-    Never builds an (Nq+Ng)^2 matrix: one chunked pass finds each item's k1+1 nearest items and its
-    largest distance (the column maximum of the reference), V stays sparse, and only the (Nq, Ng)
-    result is dense. Features are compared in float32 on the CPU.
+    Equal to ``rerank(d(q, g), d(q, q), d(g, g))`` with the distances computed in float64
+    (``sqrt(sum((a - b)^2))``), not to ``rerank`` on float32 distances from the expansion
+    ||a||^2 + ||b||^2 - 2ab, which cancels catastrophically between near-duplicate crops. One chunked
+    pass (float32 matmuls for float32 features, else float64) keeps each item's 2(k1+1) candidate
+    neighbours and its farthest item (the column maximum of the reference); every squared distance
+    that decides a neighbour set or a weight is then recomputed from the features' float64
+    differences and cast to float32 as ``rerank`` does. A row whose candidates cannot be proved to
+    hold its true k1+1 nearest (by the search's rounding-error bound) is ranked from exact distances.
+    The query-gallery term uses float64 distances. V stays sparse and only the (Nq, Ng) result is
+    dense. Runs on the CPU. A non-finite feature raises ``ValueError`` naming it.
     """
     _check_params(k1, k2, lambda_value)
-    q = as_tensor(q_feats, "q_feats", ndim=2, device="cpu", dtype=torch.float32)
-    g = as_tensor(g_feats, "g_feats", ndim=2, device="cpu", dtype=torch.float32)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    q = as_tensor(q_feats, "q_feats", ndim=2, device="cpu")
+    g = as_tensor(g_feats, "g_feats", ndim=2, device="cpu")
+    # The neighbour search may run in float32 (4x faster matmuls) when the features are float32 and
+    # float32 matmuls are exact-precision ones; its error bound below keeps the result exact.
+    search_dtype = torch.float32 if (q.dtype == g.dtype == torch.float32
+                                     and torch.get_float32_matmul_precision() == "highest") else torch.float64
+    q, g = q.to(torch.float64), g.to(torch.float64)
     if q.shape[1] != g.shape[1]:
         raise ValueError(f"q_feats and g_feats differ in dimension: {q.shape[1]} vs {g.shape[1]}")
+    _check_finite(q, "q_feats", "values")
+    _check_finite(g, "g_feats", "values")
     x = torch.cat([q, g], 0)
-    nq, n = q.shape[0], x.shape[0]
+    nq, n, dim = q.shape[0], x.shape[0], x.shape[1]
     sq = (x * x).sum(1)
+    xs, sqs = x.to(search_dtype), sq.to(search_dtype)
+    # |error| of sq_i + sq_j - 2 x_i.x_j with unit roundoff u is below (2 dim + 4) u (sq_i + sq_j)
+    # (Higham, Accuracy and Stability of Numerical Algorithms, 2002, section 3.1); twice that, for margin
+    err_scale = (dim + 8) * 4.0 * torch.finfo(search_dtype).eps
+    piece = max(1, (1 << 18) // max(1, dim))  # pairs per exact-difference step (2 MiB of float64: stays in cache)
 
-    def d2_block(rows: slice | torch.Tensor, cols: slice) -> torch.Tensor:
-        return (sq[rows][:, None] + sq[cols][None, :] - 2.0 * (x[rows] @ x[cols].T)).clamp_min_(0)
+    def d2_est(rows: slice, cols: slice, a: torch.Tensor = xs, a_sq: torch.Tensor = sqs) -> torch.Tensor:
+        return (a_sq[rows][:, None] + a_sq[cols][None, :] - 2.0 * (a[rows] @ a[cols].T)).clamp_min_(0)
+
+    def d2_exact(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """sum((x[r] - x[c])^2) in float64, cast to float32 (rerank's squared distance)."""
+        out = torch.empty(len(r), dtype=torch.float32)
+        for s in range(0, len(r), piece):
+            d = x.index_select(0, r[s:s + piece])
+            d -= x.index_select(0, c[s:s + piece])
+            out[s:s + piece] = d.mul_(d).sum(1)
+        return out
 
     k = min(max(k1 + 1, k2), n)
+    kc = min(2 * k, n)  # candidates kept by the float64 search, re-ranked by exact distances
     ranks = torch.empty(n, k, dtype=torch.int64)
     row_max = torch.empty(n, dtype=torch.float32)
-    col_step = max(k, (1 << 24) // chunk_size)
+    col_step = max(kc, (1 << 24) // chunk_size)
     with _bar(n, "re-rank: nearest neighbours", progress) as bar:
         for s in range(0, n, chunk_size):
             rows = slice(s, min(s + chunk_size, n))
+            b = rows.stop - rows.start
             best_d = best_i = None
-            m = None
+            max_d = max_i = None
             for c in range(0, n, col_step):
-                block = d2_block(rows, slice(c, min(c + col_step, n)))
-                m = block.max(1).values if m is None else torch.maximum(m, block.max(1).values)
-                d, i = torch.topk(block, min(k, block.shape[1]), dim=1, largest=False, sorted=False)
+                block = d2_est(rows, slice(c, min(c + col_step, n)))
+                m, mi = block.max(1)
+                if max_d is None:
+                    max_d, max_i = m, mi + c
+                else:
+                    better = m > max_d
+                    max_d, max_i = torch.where(better, m, max_d), torch.where(better, mi + c, max_i)
+                d, i = torch.topk(block, min(kc, block.shape[1]), dim=1, largest=False, sorted=False)
                 i = i + c
                 if best_d is not None:
                     d, i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)
-                    d, sel = torch.topk(d, min(k, d.shape[1]), dim=1, largest=False, sorted=False)
+                    d, sel = torch.topk(d, min(kc, d.shape[1]), dim=1, largest=False, sorted=False)
                     i = i.gather(1, sel)
                 best_d, best_i = d, i
+            row_ids = torch.arange(rows.start, rows.stop)
+            row_max[rows] = d2_exact(row_ids, max_i)
+            t = d2_exact(row_ids.repeat_interleave(kc), best_i.reshape(-1)).view(b, kc) / row_max[rows, None]
             # Nearest first, ties by index (two stable sorts), as in rerank's dense ranking.
             o = torch.argsort(best_i, dim=1, stable=True)
-            best_d, best_i = best_d.gather(1, o), best_i.gather(1, o)
-            ranks[rows] = best_i.gather(1, torch.argsort(best_d, dim=1, stable=True))
-            row_max[rows] = m
-            bar.update(rows.stop - rows.start)
+            t, cand = t.gather(1, o), best_i.gather(1, o)
+            o = torch.argsort(t, dim=1, stable=True)
+            t, cand = t.gather(1, o), cand.gather(1, o)
+            ranks[rows] = cand[:, :k]
+            if kc < n:
+                # Items left out of the search have an estimated distance >= the largest kept one: safe
+                # when even its lower bound sorts after the k-th kept item; otherwise rank the row exactly.
+                bound = err_scale * (sq[rows] + sq.max())
+                low = (best_d.max(1).values.double() - bound).clamp_min(0).float() / row_max[rows]
+                for j in torch.nonzero(low <= t[:, k - 1]).flatten().tolist():
+                    i = rows.start + j
+                    full = d2_exact(torch.full((n,), i), torch.arange(n)) / row_max[i]
+                    ranks[i] = torch.argsort(full, stable=True)[:k]
+            bar.update(b)
 
     def t_at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        diff = sq[r] + sq[c] - 2.0 * (x[r] * x[c]).sum(1)
-        return diff.clamp_min_(0) / row_max[r]
+        return d2_exact(r, c) / row_max[r]
 
     def original(s: int, e: int) -> torch.Tensor:
-        return d2_block(slice(s, e), slice(nq, n)) / row_max[s:e, None]
+        out = torch.empty((e - s, n - nq), dtype=torch.float32)
+        step = max(1, (1 << 23) // (e - s))
+        for c in range(nq, n, step):
+            out[:, c - nq:c - nq + step] = d2_est(slice(s, e), slice(c, min(c + step, n)), x, sq).float()
+        return out / row_max[s:e, None]
 
     return _rerank_core(ranks, nq, k1, k2, lambda_value, t_at, original, progress)
