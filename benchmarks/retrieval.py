@@ -5,11 +5,17 @@ Each case runs in its own subprocess so that its peak RSS (``ru_maxrss``) is its
     python benchmarks/retrieval.py                       # every case at Market-1501 size + small re-ranking
     python benchmarks/retrieval.py --sizes market msmt17  # also MSMT17 size (needs ~10 GB free, minutes)
     python benchmarks/retrieval.py --case evaluate --size market   # one case, prints one JSON line
+    python benchmarks/retrieval.py --sizes --dense-sizes small market  # dense rerank vs the reference (~9 GB)
 
 Sizes: market (3,368 queries x 15,913 gallery), msmt17 (11,659 x 82,161), small (1,000 x 4,000, where
 the dense reference re-ranking fits). The baselines are written here from the published algorithms:
 the per-query ``eval_func`` loop of torchreid / fast-reid (full argsort, then a Python loop per query)
 and the dense ``re_ranking`` of Zhong et al. (CVPR 2017).
+
+Re-ranking cases: ``rerank`` is ``rerank_features`` (from the embeddings), ``rerank_dense`` is
+``rerank`` on the three float32 Euclidean distance matrices, ``rerank_reference`` the dense reference
+on the same matrices. ``peak_rss_gb`` is the subprocess's peak RSS (inputs, Python and torch
+included); ``input_rss_gb`` the RSS once the inputs exist, just before the timed call.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 import numpy as np
 
 SIZES = {"small": (1000, 4000, 250), "market": (3368, 15913, 750), "msmt17": (11659, 82161, 3060)}
-CASES = ("evaluate", "evaluate_reference", "rerank", "rerank_reference")
+CASES = ("evaluate", "evaluate_reference", "rerank", "rerank_dense", "rerank_reference")
 
 
 def _rss_gb() -> float:
@@ -120,7 +126,7 @@ def run_case(case: str, size: str, dim: int, reference_queries: int | None) -> d
     """Run one case in this process: seconds and peak RSS of the timed call (inputs included), and its metrics."""
     import torch
 
-    from isr_reid.retrieval import evaluate_rank, pairwise_distance, rerank_features
+    from isr_reid.retrieval import evaluate_rank, pairwise_distance, rerank, rerank_features
 
     data = synthetic(size, dim)
     out: dict = {"case": case, "size": size, "dim": dim, "threads": torch.get_num_threads(),
@@ -154,19 +160,28 @@ def run_case(case: str, size: str, dim: int, reference_queries: int | None) -> d
         r = evaluate_rank(final, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"])
         out.update(R1=float(r.cmc[0]), mAP=r.mAP)
         if size == "small":
-            ref = reference_rerank(*(pairwise_distance(a, b, "euclidean").astype(np.float64) for a, b in
-                                     ((data["qf"], data["gf"]), (data["qf"], data["qf"]), (data["gf"], data["gf"]))))
+            # rerank_features equals re-ranking on float64 distances: the reference gets float64 features
+            f64 = [x.astype(np.float64) for x in (data["qf"], data["gf"])]
+            ref = reference_rerank(*(pairwise_distance(a, b, "euclidean") for a, b in
+                                     ((f64[0], f64[1]), (f64[0], f64[0]), (f64[1], f64[1]))))
             out["max_abs_diff_vs_reference"] = float(np.abs(ref - final).max())
-    elif case == "rerank_reference":
+            r_ref = evaluate_rank(ref, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"])
+            out["mAP_diff_vs_reference"] = abs(r_ref.mAP - r.mAP)
+    elif case in ("rerank_dense", "rerank_reference"):
         dists = [pairwise_distance(a, b, "euclidean") for a, b in
                  ((data["qf"], data["gf"]), (data["qf"], data["qf"]), (data["gf"], data["gf"]))]
         out["input_rss_gb"] = _rss_gb()
         t = time.perf_counter()
-        final = reference_rerank(*dists)
+        final = rerank(*dists, progress=False) if case == "rerank_dense" else reference_rerank(*dists)
         out["seconds"] = time.perf_counter() - t
         out["peak_rss_gb"] = _peak_gb()
         r = evaluate_rank(final, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"])
         out.update(R1=float(r.cmc[0]), mAP=r.mAP)
+        if case == "rerank_dense" and size == "small":
+            ref = reference_rerank(*dists)
+            out["max_abs_diff_vs_reference"] = float(np.abs(ref - final).max())
+            r_ref = evaluate_rank(ref, data["q_pids"], data["g_pids"], data["q_cams"], data["g_cams"])
+            out["mAP_diff_vs_reference"] = abs(r_ref.mAP - r.mAP)
     else:
         raise ValueError(f"--case: expected one of {CASES}, got {case!r}")
     return out
@@ -176,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", choices=CASES, help="run one case in this process and print its JSON")
     p.add_argument("--size", choices=list(SIZES), default="market")
-    p.add_argument("--sizes", nargs="+", choices=list(SIZES), default=["market"],
-                   help="sizes for the full run (re-ranking against the dense reference always runs at 'small')")
+    p.add_argument("--sizes", nargs="*", choices=list(SIZES), default=["market"],
+                   help="sizes for evaluate_rank and rerank_features (default: market)")
+    p.add_argument("--dense-sizes", nargs="*", choices=list(SIZES), default=["small"],
+                   help="sizes for dense rerank vs the dense reference (default: small; market needs ~10 GB free)")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--reference-queries", type=int, default=None,
                    help="time the reference evaluation on this many queries and extrapolate (default: all)")
@@ -191,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.case:
         print(json.dumps(run_case(args.case, args.size, args.dim, args.reference_queries)), flush=True)
         return 0
-    plan = [("rerank", "small"), ("rerank_reference", "small")]
+    plan = [("rerank", "small")]
+    for size in args.dense_sizes:
+        plan += [("rerank_dense", size), ("rerank_reference", size)]
     for size in args.sizes:
         plan += [("evaluate", size), ("evaluate_reference", size), ("rerank", size)]
     results = []
