@@ -289,13 +289,14 @@ def train_isr(
                 "similarity": float(mined.similarity.mean()) if len(mined) else 0.0,
                 "images": float(len(crops)),
                 "images_per_s": len(crops) * dist_info.world_size / dt,
+                "pairs_per_s": len(mined) * dist_info.world_size / dt,
                 "lr": float(opt.optimizer.param_groups[0]["lr"]),
             }
             result.history.append(record)
             result.steps = step + 1
             bar.update(1)
-            bar.set_postfix(loss=f"{record['loss']:.3f}", pairs=int(record["pairs"]),
-                            rel=f"{record['reliability']:.2f}", ips=f"{record['images_per_s']:.0f}")
+            bar.set_postfix({"loss": f"{record['loss']:.3f}", "pairs/s": f"{record['pairs_per_s']:.1f}",
+                             "rel": f"{record['reliability']:.2f}", "img/s": f"{record['images_per_s']:.0f}"})
             if log is not None and dist_info.is_main and log_every and (step + 1) % log_every == 0:
                 log(f"step {step + 1}/{max_steps}  loss {record['loss']:.4f}  pairs {int(record['pairs'])}  "
                     f"reliability {record['reliability']:.3f}  {record['images_per_s']:.1f} img/s  lr {record['lr']:.2e}")
