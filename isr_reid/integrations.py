@@ -109,8 +109,11 @@ def _check_batch_size(batch_size: int) -> int:
 class BoxMOTEncoder:
     """boxmot ``AppearanceEncoder`` backed by an isr_reid model: one (N, D) float32 CPU tensor per frame.
 
-    >>> encoder = BoxMOTEncoder(load_model("isr_mobilenetv2"))
-    >>> pipeline = TrackingPipeline(detector=None, tracker=create_tracker(TrackerSpec("botsort")), reid=encoder)
+    Usage::
+
+        encoder = BoxMOTEncoder(load_model("isr_mobilenetv2"))
+        pipeline = TrackingPipeline(detector=None, tracker=create_tracker(TrackerSpec("botsort")), reid=encoder)
+        result = pipeline.step_detections(frame, detections)
     """
 
     def __init__(self, model: ReIDModel, *, batch_size: int = 64, flip: bool = False) -> None:
@@ -169,8 +172,10 @@ class DeepSortEmbedder:
     ``channel_order`` is that of the frames you pass (``"bgr"`` for OpenCV/``cv2.imread`` frames,
     the usual input of deep-sort-realtime; ``"rgb"`` for PIL or torchvision frames).
 
-    >>> embedder = DeepSortEmbedder(load_model("isr_mobilenetv2"), channel_order="bgr")
-    >>> tracks = tracker.update_tracks(detections, embeds=embedder(frame, detections))
+    Usage::
+
+        embedder = DeepSortEmbedder(load_model("isr_mobilenetv2"), channel_order="bgr")
+        tracks = tracker.update_tracks(detections, embeds=embedder(frame, detections))
     """
 
     def __init__(self, model: ReIDModel, *, channel_order: str, batch_size: int = 64, flip: bool = False) -> None:
