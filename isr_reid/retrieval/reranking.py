@@ -269,7 +269,17 @@ def rerank(
 
 
 def _sorted_neighbours(t_rows: torch.Tensor, k: int) -> torch.Tensor:
-    return torch.argsort(t_rows, dim=1, stable=True)[:, :k]
+    """Each row's k smallest entries, nearest first, ties by index: a stable argsort's first k, without the sort."""
+    n = t_rows.shape[1]
+    if k >= n or torch.isnan(t_rows).any():
+        return torch.argsort(t_rows, dim=1, stable=True)[:, :k]
+    kth = torch.topk(t_rows, k, dim=1, largest=False, sorted=False).values.max(1, keepdim=True).values
+    less = t_rows < kth
+    tied = t_rows == kth
+    # all entries below the k-th value, then the lowest-index entries equal to it, k per row
+    take = less | (tied & (torch.cumsum(tied, 1, dtype=torch.int32) <= k - less.sum(1, keepdim=True)))
+    cols = take.nonzero()[:, 1].view(-1, k)  # row-major: each row's columns in index order
+    return cols.gather(1, torch.argsort(t_rows.gather(1, cols), dim=1, stable=True))
 
 
 def _rerank_core(ranks: torch.Tensor, nq: int, k1: int, k2: int, lambda_value: float,
