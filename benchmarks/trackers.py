@@ -13,6 +13,7 @@ switches, per sequence and overall. Runs:
 
     python benchmarks/trackers.py                                # isr_mobilenetv2 (ImageNet), every sequence
     python benchmarks/trackers.py --model isr_resnet18 --random-init --json out.json
+    python benchmarks/trackers.py --frame-step 3                 # every 3rd frame: 10 fps, larger motion
 
 Scoring: a hypothesis box matches a gt box when IoU >= 0.5 (the MOTChallenge threshold), one to
 one by the Hungarian algorithm inside py-motmetrics' accumulator. The IoU matrix is computed here
@@ -76,26 +77,28 @@ def score_sequence(gt: Boxes, hyp: Boxes) -> dict[str, float]:
     return {k: float(summary[k].iloc[0]) for k in METRICS}
 
 
-def _read(seq_dir: Path):
+def _read(seq_dir: Path, step: int = 1):
+    """Detections, gt boxes {frame: [(id, ltwh)]} and the frames used: every ``step``-th frame with an image."""
     from isr_reid.data.video import read_mot_sequence
 
     det = read_mot_sequence(seq_dir, "det")
     gt = read_mot_sequence(seq_dir, "gt")
-    gt_boxes = {f: [(int(gt.track_ids[r]), gt.boxes[r].tolist()) for r in gt.indices(f)] for f in gt.image_frames}
-    return det, gt_boxes
+    frames = det.image_frames[::step]
+    gt_boxes = {f: [(int(gt.track_ids[r]), gt.boxes[r].tolist()) for r in gt.indices(f)] for f in frames}
+    return det, gt_boxes, frames
 
 
-def _frames(det):
-    """(frame number, RGB uint8 array, detection ltwh (N, 4), scores (N,)) for each frame with an image."""
+def _frames(det, frames):
+    """(frame number, RGB uint8 array, detection ltwh (N, 4), scores (N,)) for each of ``frames``."""
     from PIL import Image
 
-    for f in det.image_frames:
+    for f in frames:
         rows = det.indices(f)
         rgb = np.array(Image.open(det.image_path(f)).convert("RGB"))
         yield f, rgb, det.boxes[rows], np.clip(det.scores[rows], 0.0, 1.0)
 
 
-def run_botsort(det, model, use_embeddings: bool) -> tuple[dict, int]:
+def run_botsort(det, model, use_embeddings: bool, frames: Sequence[int]) -> tuple[dict, int]:
     """BoT-SORT through boxmot's TrackingPipeline; returns {frame: [(track id, ltwh)]} and crops embedded."""
     import torch
     from boxmot import create_tracker
@@ -110,7 +113,7 @@ def run_botsort(det, model, use_embeddings: bool) -> tuple[dict, int]:
     pipeline = TrackingPipeline(detector=None, tracker=tracker,
                                 reid=BoxMOTEncoder(model) if use_embeddings else None)
     out, crops = {}, 0
-    for f, rgb, ltwh, scores in _frames(det):
+    for f, rgb, ltwh, scores in _frames(det, frames):
         sid = f"{det.name}/{f}"
         frame = Frame(image=torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), sample_id=sid,
                       sequence_id=det.name, frame_index=int(f))
@@ -126,7 +129,7 @@ def run_botsort(det, model, use_embeddings: bool) -> tuple[dict, int]:
     return out, crops
 
 
-def run_deepsort(det, model) -> tuple[dict, int]:
+def run_deepsort(det, model, frames: Sequence[int]) -> tuple[dict, int]:
     """deep-sort-realtime with our embeds (BGR frames, as OpenCV gives); tracks matched on each frame are output."""
     from deep_sort_realtime.deepsort_tracker import DeepSort
 
@@ -135,7 +138,7 @@ def run_deepsort(det, model) -> tuple[dict, int]:
     tracker = DeepSort(n_init=1, embedder=None)
     embedder = DeepSortEmbedder(model, channel_order="bgr")
     out, crops = {}, 0
-    for f, rgb, ltwh, scores in _frames(det):
+    for f, rgb, ltwh, scores in _frames(det, frames):
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         raw = [(b.tolist(), float(s), "person") for b, s in zip(ltwh, scores)]
         tracks = tracker.update_tracks(raw, embeds=embedder(bgr, raw))
@@ -168,8 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--random-init", action="store_true", help="random weights (a control: embeddings that know nothing)")
     p.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"))
     p.add_argument("--device", default="cpu")
+    p.add_argument("--frame-step", type=int, default=1,
+                   help="use every N-th frame (a lower frame rate: larger motion between frames, less overlap)")
     p.add_argument("--json", default=None, help="write every figure to this file")
     args = p.parse_args(argv)
+    if args.frame_step < 1:
+        p.error(f"--frame-step: expected a positive integer, got {args.frame_step}")
 
     import motmetrics as mm
     import torch
@@ -184,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--root {root}: no MOT sequence found")
     model = _load_model(args)
     header = {"model": args.model, "random_init": args.random_init, "input_size": list(model.cfg.input_size),
+              "frame_step": args.frame_step,
               "device": args.device, "threads": torch.get_num_threads(), "machine": platform.machine(),
               "python": platform.python_version(), "torch": torch.__version__}
     print(json.dumps(header))
@@ -191,18 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         accs, names, per_seq, seconds, crops = [], [], {}, 0.0, 0
         for seq_dir in seqs:
-            det, gt = _read(seq_dir)
+            det, gt, frames = _read(seq_dir, args.frame_step)
             t = time.perf_counter()
             if run == "deepsort_reid":
-                hyp, n = run_deepsort(det, model)
+                hyp, n = run_deepsort(det, model, frames)
             else:
-                hyp, n = run_botsort(det, model, use_embeddings=run == "botsort_reid")
+                hyp, n = run_botsort(det, model, run == "botsort_reid", frames)
             seconds += time.perf_counter() - t
             crops += n
             accs.append(accumulate(gt, hyp))
             names.append(det.name)
             per_seq[det.name] = score_sequence(gt, hyp)
-            per_seq[det.name]["frames"] = len(det.image_frames)
+            per_seq[det.name]["frames"] = len(frames)
         summary = mm.metrics.create().compute_many(accs, metrics=METRICS, names=names, generate_overall=True)
         overall = {k: float(summary.loc["OVERALL", k]) for k in METRICS}
         results["runs"][run] = {"overall": overall, "sequences": per_seq, "seconds": seconds, "crops_embedded": crops}
