@@ -1,4 +1,4 @@
-"""draw_ranked_results: layout, border colours, errors."""
+"""draw_ranked_results and draw_ranked_comparison: layout, border colours, errors."""
 
 from __future__ import annotations
 
@@ -49,3 +49,48 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(FileNotFoundError, match="gallery_images"):
         draw_ranked_results(q, [tmp_path / "missing.jpg"], np.array([[0]]), out_path=tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+def _runs(row: np.ndarray, colours: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """The sequence of listed colours met along a pixel row, one entry per contiguous run."""
+    out: list[tuple[int, int, int]] = []
+    prev = None
+    for px in map(tuple, row):
+        cur = px if px in colours else None
+        if cur is not None and cur != prev:
+            out.append(cur)
+        prev = cur
+    return out
+
+
+def test_comparison_shows_each_panel_in_order(tmp_path):
+    from isr_reid.retrieval.visualize import draw_ranked_comparison
+
+    queries = [_solid((0, 0, 255)), _solid((255, 255, 0))]
+    gallery = [_solid((10 * i + 30, 5, 90)) for i in range(5)]
+    before = np.array([[3, 1, 0], [4, 2, 3]])
+    after = np.array([[0, 1], [2, 4]])
+    cb = np.array([[True, False, True], [False, False, True]])
+    ca = np.array([[False, True], [True, True]])
+    out = draw_ranked_comparison(queries, gallery, [("before", before, cb, None), ("after", after, ca, np.ones((2, 2)))],
+                                 out_path=tmp_path / "c.png", title="A title", subtitle="a subtitle",
+                                 thumb_size=(32, 16))
+    img = np.asarray(Image.open(out).convert("RGB"))
+    green, red = (0, 170, 0), (220, 0, 0)
+    for i, q in enumerate([(0, 0, 255), (255, 255, 0)]):
+        ys = np.flatnonzero(np.all(img[:, 2] == q, axis=1))
+        assert len(ys) == 32  # the query thumbnail, once
+        y = ys[0]
+        # along the thumbnails' top border: before's borders, then after's, in rank order
+        borders = _runs(img[y + 1, 16:], [green, red])
+        assert borders == [green if c else red for c in [*cb[i], *ca[i]]]
+        # along the thumbnails' middle: the ranked gallery images, before then after
+        shown = _runs(img[y + 16, 16:], [tuple(int(v) for v in np.asarray(g)[0, 0]) for g in gallery])
+        assert shown == [tuple(int(v) for v in np.asarray(gallery[j])[0, 0]) for j in [*before[i], *after[i]]]
+    # the legend's swatches are above the first row, in the two border colours
+    top = img[: np.flatnonzero(np.all(img[:, 2] == (0, 0, 255), axis=1))[0]]
+    assert np.all(top == green, axis=2).any() and np.all(top == red, axis=2).any()
+    with pytest.raises(ValueError, match="panels"):
+        draw_ranked_comparison(queries, gallery, [], out_path=tmp_path / "x.png")
+    with pytest.raises(IndexError, match="after"):
+        draw_ranked_comparison(queries, gallery, [("after", after + 5, None, None)], out_path=tmp_path / "x.png")

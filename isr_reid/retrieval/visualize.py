@@ -1,4 +1,8 @@
-"""Ranked-result pictures: each query followed by its top-k gallery thumbnails, one row per query."""
+"""Ranked-result pictures: each query followed by its top-k gallery thumbnails, one row per query.
+
+:func:`draw_ranked_results` draws one ranking; :func:`draw_ranked_comparison` draws the same queries
+ranked by several models side by side (e.g. before and after training), under a title and a legend.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import numpy as np
 
 from .._io import atomic_path
 
-__all__ = ["draw_ranked_results"]
+__all__ = ["draw_ranked_comparison", "draw_ranked_results"]
 
 _GREEN = (0, 170, 0)
 _RED = (220, 0, 0)
@@ -105,6 +109,110 @@ def draw_ranked_results(
             canvas.paste(_thumb(cache[gi], (h, w), border), (x, y))
             if scores is not None:
                 draw.text((x + 2, y + h + 1), f"{scores[i, j]:.3f}", fill=(0, 0, 0))
+
+    out_path = Path(out_path)
+    with atomic_path(out_path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return out_path
+
+
+def _font(size: int) -> Any:
+    """PIL's bundled font at ``size`` px (Pillow >= 10.1 with FreeType), else its small bitmap font."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, AttributeError, OSError, ImportError):
+        return ImageFont.load_default()
+
+
+def _check_panel(name: str, ranked: Any, correct: Any, scores: Any, nq: int, ng: int) -> tuple[np.ndarray, Any, Any]:
+    ranked = np.asarray(ranked)
+    if ranked.ndim != 2 or ranked.shape[0] != nq:
+        raise ValueError(f"{name}: ranked indices must have shape ({nq}, k), got {ranked.shape}")
+    if ranked.size and (ranked.min() < 0 or ranked.max() >= ng):
+        raise IndexError(f"{name}: ranked indices must lie in [0, {ng}), got [{ranked.min()}, {ranked.max()}]")
+    for what, arr in (("correct", correct), ("scores", scores)):
+        if arr is not None and np.asarray(arr).shape != ranked.shape:
+            raise ValueError(f"{name}: {what} must have shape {ranked.shape}, got {np.asarray(arr).shape}")
+    return (ranked, None if correct is None else np.asarray(correct, dtype=bool),
+            None if scores is None else np.asarray(scores, dtype=np.float64))
+
+
+def draw_ranked_comparison(
+    query_images: Sequence[Any],
+    gallery_images: Sequence[Any],
+    panels: Sequence[tuple[str, Any, Any, Any]],
+    *,
+    out_path: str | os.PathLike[str],
+    title: str = "",
+    subtitle: str = "",
+    thumb_size: tuple[int, int] = (128, 64),
+) -> Path:
+    """One row per query: the query, then for each panel its top-k gallery thumbnails; under a title and a legend.
+
+    ``panels`` is a list of ``(label, ranked_indices, correct, scores)``: ``ranked_indices`` (Nq, k)
+    index ``gallery_images``; ``correct`` (Nq, k) bool gives green (same person) or red (another
+    person) borders; ``scores`` (Nq, k) or None are printed under the thumbnails. Panels may have
+    different k. The PNG is written atomically; returns its path.
+    """
+    from PIL import Image, ImageDraw
+
+    nq, ng = len(query_images), len(gallery_images)
+    if not panels:
+        raise ValueError("panels: at least one (label, ranked_indices, correct, scores) is needed")
+    checked = [(str(label), *_check_panel(f"panels[{i}] ({label})", r, c, s, nq, ng))
+               for i, (label, r, c, s) in enumerate(panels)]
+    h, w = int(thumb_size[0]), int(thumb_size[1])
+    if h <= 2 * _BORDER or w <= 2 * _BORDER:
+        raise ValueError(f"thumb_size: expected (height, width) larger than {2 * _BORDER}, got {thumb_size}")
+    has_scores = any(s is not None for *_, s in checked)
+    row_h = h + (_LABEL_H if has_scores else 0) + _GAP
+    panel_gap = 3 * _SEPARATOR
+    widths = [r.shape[1] * (w + _GAP) for _, r, _, _ in checked]
+    width = w + _SEPARATOR + sum(widths) + panel_gap * (len(checked) - 1) + _GAP
+    big, small = _font(18), _font(13)
+    title_h = 24 * bool(title) + 20 * bool(subtitle) + 26 + 20  # title lines, legend, panel labels
+    canvas = Image.new("RGB", (max(width, 420), title_h + 4 + max(nq, 1) * row_h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    y = 4
+    for text, font, step in ((title, big, 24), (subtitle, small, 20)):
+        if text:
+            draw.text((4, y), text, fill=(0, 0, 0), font=font)
+            y += step
+    # legend: a green and a red swatch with their meaning
+    for k, (colour, text) in enumerate(((_GREEN, "green border: same person as the query"), (_RED, "red border: another person"))):
+        x = 4 + k * 300
+        draw.rectangle([x, y, x + 16, y + 16], outline=colour, width=_BORDER)
+        draw.text((x + 22, y + 1), text, fill=(0, 0, 0), font=small)
+    y += 26
+    x0s = []
+    x = w + _SEPARATOR
+    draw.text((2, y), "query", fill=(0, 0, 0), font=small)
+    for (label, *_), pw in zip(checked, widths):
+        x0s.append(x)
+        draw.text((x, y), label, fill=(0, 0, 0), font=small)
+        x += pw + panel_gap
+    y += 20
+    cache: dict[int, Any] = {}
+    for i in range(nq):
+        ry = y + i * row_h
+        canvas.paste(_thumb(_open(query_images[i], f"query_images[{i}]"), (h, w), None), (0, ry))
+        sx = w + _SEPARATOR // 2
+        draw.line([(sx, ry), (sx, ry + h)], fill=(0, 0, 0), width=2)
+        for p, ((_, ranked, correct, scores), px) in enumerate(zip(checked, x0s)):
+            if p:
+                gx = px - panel_gap // 2
+                draw.line([(gx, ry), (gx, ry + h)], fill=(120, 120, 120), width=1)
+            for j in range(ranked.shape[1]):
+                gi = int(ranked[i, j])
+                if gi not in cache:
+                    cache[gi] = _open(gallery_images[gi], f"gallery_images[{gi}]")
+                border = None if correct is None else (_GREEN if correct[i, j] else _RED)
+                tx = px + j * (w + _GAP)
+                canvas.paste(_thumb(cache[gi], (h, w), border), (tx, ry))
+                if scores is not None:
+                    draw.text((tx + 2, ry + h + 1), f"{scores[i, j]:.3f}", fill=(0, 0, 0))
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
