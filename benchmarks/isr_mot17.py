@@ -1,26 +1,40 @@
-"""ISR on real video (MOT17 frames): pair mining, cross-frame retrieval and reliability, before and after training.
+"""ISR on real video (MOT17 frames) from a pretrained start: ISR vs the start, the uniform-reliability
+ablation, and plain instance contrast; pair mining, reliability and cross-frame retrieval.
 
-    python benchmarks/isr_mot17.py --data ../shared/data/mot17-mini [--steps 40] [--json out.json]
+    python benchmarks/isr_mot17.py --data ../shared/data/mot17-mini [--steps 30] [--seeds 0 1 2] [--json out.json]
+
+Methods (``--methods``; each trained from the same start, ``--model``, ImageNet ``isr_mobilenetv2``
+by default; ``--random-init`` for no weights):
+
+- ``start``: the start itself, no training;
+- ``isr``: ISR, pairs mined across frames, margin reliability (:func:`isr_reid.train.train_isr`);
+- ``uniform``: the same with every mined pair weighted 1 (the reliability ablation);
+- ``instance``: plain instance contrast, a crop and its augmented copy as the only positive, no
+  inter-frame mining (``train_isr(positives="instance")``).
 
 Training uses the public detections (``det``) of the training sequences only, without labels.
-Scoring uses the held-out sequences: detections are matched to ground-truth boxes (IoU >= 0.5,
-one-to-one) for scoring only.
+Scoring uses ground truth only to score: detections are matched to gt boxes (IoU >= 0.5, one-to-one).
 
-- pair-mining precision: over all frame pairs (t, t + d), d = 1..7, detections with score >= 0.3 and height >= 20 px, the share of matched detection pairs
-  (both scorable) whose ground-truth track ids agree;
-- AUROC of the reliability for telling right from wrong matched pairs;
-- the same figures on the training sequences (``*_in_domain``): ISR's use case is self-training on the
-  very videos it will be applied to, so the mining on them matters too (their labels are never used);
-- cross-frame retrieval: ground-truth crops of each track in the first frame are queries, crops of the
-  last frame the gallery (rank-1, mAP with :func:`isr_reid.retrieval.evaluate_rank`).
+- mining precision: over all frame pairs (t, t + d), d = 1..7, of the held-out sequences, detections
+  with score >= 0.3 and height >= 20 px matched by the model's similarities (maximum-weight bipartite
+  matching), the share of matched pairs (both scorable) whose gt track ids agree;
+- reliability AUROC: how well the margin reliability tells right from wrong matched pairs;
+- retrieval: every gt crop (height >= 40 px) of a held-out sequence is a query; its gallery is the gt
+  crops of the same sequence on frames at least ``--min-gap`` (3) frames away, plus every gt crop of
+  the other held-out sequences (distractors); rank-1 and mAP with :func:`isr_reid.retrieval.evaluate_rank`;
+- the same on the training sequences (``*_in_domain``; their labels are used for scoring only): ISR's
+  use case is self-training on the very videos it will be applied to.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +49,8 @@ from isr_reid.retrieval import evaluate_rank
 from isr_reid.train import match_pairs, pair_reliability, train_isr
 
 HELD_OUT = ("MOT17-02-FRCNN", "MOT17-05-FRCNN", "MOT17-11-FRCNN")
+METHODS = ("start", "isr", "uniform", "instance")
+METRICS = ("mining_precision", "reliability_auroc", "rank1", "mAP")
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -58,29 +74,38 @@ def _det_track_ids(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_ids: np.ndarr
     return out
 
 
-def _embed(model: Any, seq: Any, idx: np.ndarray) -> np.ndarray:
-    images = []
-    frames: dict[int, Image.Image] = {}
-    for i in idx:
-        f = int(seq.frames[i])
-        if f not in frames:
-            frames[f] = Image.open(seq.image_path(f)).convert("RGB")
-        images.append(crop_image(frames[f], tuple(seq.boxes[i])))
-    return model.extract(images, batch_size=64, progress=False)
+_CROPS: dict[tuple[str, str], tuple[Any, list[Image.Image]]] = {}
 
 
-def evaluate(model: Any, data: Path, sequences: tuple[str, ...] = HELD_OUT, *, max_gap: int = 7, min_score: float | None = 0.3, min_size: float = 20) -> dict[str, float]:
-    """Mining precision, reliability AUROC and cross-frame retrieval on ``sequences`` (default: the held-out ones)."""
+def _sequence(data: Path, name: str, source: str, min_score: float | None, min_size: float) -> tuple[Any, list[Image.Image]]:
+    """A sequence and its crops (PIL), decoded once per process: every model is scored on the same crops."""
+    key = (name, source)
+    if key not in _CROPS:
+        seq = read_mot_sequence(data / "train" / name, source, min_score=min_score, min_size=min_size)
+        frames = {int(f): Image.open(seq.image_path(int(f))).convert("RGB") for f in seq.image_frames}
+        _CROPS[key] = (seq, [crop_image(frames[int(f)], tuple(b)) for f, b in zip(seq.frames, seq.boxes)])
+    return _CROPS[key]
+
+
+def _auroc(correct: np.ndarray, score: np.ndarray) -> float:
     from scipy.stats import rankdata
 
-    correct, reliab, sims = [], [], []
+    if not (correct.any() and (~correct).any()):
+        return float("nan")
+    ranks = rankdata(score)  # Mann-Whitney U with mid-ranks for ties
+    pos, neg = correct.sum(), (~correct).sum()
+    return float((ranks[correct].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def evaluate(model: Any, data: Path, sequences: tuple[str, ...] = HELD_OUT, *, max_gap: int = 7, min_gap: int = 3) -> dict[str, float]:
+    """Mining precision, reliability AUROC and retrieval (frames >= ``min_gap`` apart) on ``sequences``."""
+    correct, reliab = [], []
     unscorable = 0
-    q_feats, g_feats, q_pids, g_pids = [], [], [], []
+    feats, pids, seq_ids, frames_of = [], [], [], []
     for k, name in enumerate(sequences):
-        root = data / "train" / name
-        det = read_mot_sequence(root, "det", min_score=min_score, min_size=min_size)
-        gt = read_mot_sequence(root, "gt", min_size=40)
-        emb = _embed(model, det, np.arange(len(det)))
+        det, det_crops = _sequence(data, name, "det", 0.3, 20)
+        gt, gt_crops = _sequence(data, name, "gt", None, 40)
+        emb = model.extract(det_crops, batch_size=64, progress=False)
         frames = list(det.image_frames)
         tracks = np.full(len(det), -1)
         for f in frames:
@@ -99,102 +124,171 @@ def evaluate(model: Any, data: Path, sequences: tuple[str, ...] = HELD_OUT, *, m
                 unscorable += int((~ok).sum())
                 correct += (ta[ok] == tb[ok]).tolist()
                 reliab += rel[ok].tolist()
-                sims += sim[rows, cols][ok].tolist()
-        # retrieval: first frame -> last frame, ground-truth crops; pids made global per sequence
-        first, last = gt.image_frames[0], gt.image_frames[-1]
-        qi, gi = gt.indices(first), gt.indices(last)
-        ge = _embed(model, gt, np.concatenate([qi, gi]))
-        q_feats.append(ge[: len(qi)])
-        g_feats.append(ge[len(qi):])
-        q_pids.append(gt.track_ids[qi] + 100000 * k)
-        g_pids.append(gt.track_ids[gi] + 100000 * k)
+        feats.append(model.extract(gt_crops, batch_size=64, progress=False))
+        pids.append(gt.track_ids + 100000 * k)
+        seq_ids.append(np.full(len(gt), k))
+        frames_of.append(gt.frames)
     c = np.asarray(correct, dtype=bool)
     r = np.asarray(reliab)
-    auroc = float("nan")
-    if c.any() and (~c).any():
-        ranks = rankdata(r)  # Mann-Whitney U with mid-ranks for ties
-        auroc = float((ranks[c].sum() - c.sum() * (c.sum() + 1) / 2) / (c.sum() * (~c).sum()))
-    q, g = np.concatenate(q_feats), np.concatenate(g_feats)
-    qp, gp = np.concatenate(q_pids), np.concatenate(g_pids)
-    dist = 1.0 - q @ g.T
-    res = evaluate_rank(dist, qp, gp, np.zeros(len(qp), dtype=np.int64), np.ones(len(gp), dtype=np.int64), max_rank=10)
+    # retrieval: queries grouped by (sequence, frame); each group's gallery excludes its sequence's near frames
+    x, pid, sq, fr = (np.concatenate(v) for v in (feats, pids, seq_ids, frames_of))
+    dist = 1.0 - x @ x.T
+    hits = ap_sum = 0.0
+    n_valid = 0
+    for k in np.unique(sq):
+        for f in np.unique(fr[sq == k]):
+            q = np.flatnonzero((sq == k) & (fr == f))
+            g = np.flatnonzero((sq != k) | (np.abs(fr - f) >= min_gap))
+            if not len(g) or not np.isin(pid[q], pid[g]).any():
+                continue
+            res = evaluate_rank(dist[np.ix_(q, g)], pid[q], pid[g], np.zeros(len(q), np.int64), np.ones(len(g), np.int64), max_rank=1)
+            hits += float(res.cmc[0]) * res.num_valid
+            ap_sum += float(res.mAP) * res.num_valid
+            n_valid += int(res.num_valid)
     return {
         "mining_precision": float(c.mean()),
         "scored_pairs": len(c),
         "wrong_pairs": int((~c).sum()),
         "unscorable_pairs": unscorable,
-        "reliability_auroc": auroc,
-        "mean_reliability_right": float(r[c].mean()) if c.any() else float("nan"),
-        "mean_reliability_wrong": float(r[~c].mean()) if (~c).any() else float("nan"),
-        "rank1": float(res.cmc[0]),
-        "mAP": float(res.mAP),
-        "queries": int(res.num_valid),
-        "gallery": len(gp),
+        "reliability_auroc": _auroc(c, r),
+        "rank1": hits / max(n_valid, 1),
+        "mAP": ap_sum / max(n_valid, 1),
+        "queries": n_valid,
     }
+
+
+def _machine() -> str:
+    try:
+        load = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        load = "uptime unavailable"
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; {load}")
+
+
+def _fresh_model(args: argparse.Namespace) -> Any:
+    overrides = {"input_size": tuple(args.input_size)} if args.input_size else {}
+    return load_model(args.model, pretrained=not args.random_init, device=args.device, **overrides)
+
+
+def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
+    v = np.array([r[key] for r in runs], dtype=float)
+    return {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max())}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The results as a Markdown table: median over seeds (min-max where several)."""
+
+    def cell(s: dict[str, float]) -> str:
+        if s["min"] == s["max"]:
+            return f"{s['median']:.3f}"
+        return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+
+    head = ["method", *(f"held-out {m}" for m in METRICS), "in-domain mining precision", "in-domain rank-1", "in-domain mAP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, res in report["results"].items():
+        row = [method, *(cell(res["held_out"][m]) for m in METRICS)]
+        row += [cell(res["in_domain"][m]) for m in ("mining_precision", "rank1", "mAP")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the mot17-mini folder (holds train/MOT17-*)")
-    p.add_argument("--model", default="isr_resnet18")
-    p.add_argument("--input-size", type=int, nargs=2, default=(128, 64))
-    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--model", default="isr_mobilenetv2")
+    p.add_argument("--random-init", action="store_true", help="start from random weights instead of the model's pretrained ones")
+    p.add_argument("--input-size", type=int, nargs=2, default=None, help="H W (default: the model's)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--videos-per-batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=3.5e-4)
-    p.add_argument("--reliability", choices=("margin", "uniform"), default="margin")
+    p.add_argument("--warmup-steps", type=int, default=None)
     p.add_argument("--margin-scale", type=float, default=0.1)
     p.add_argument("--momentum", type=float, default=None, help="mine with a momentum encoder")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--color-jitter", type=float, default=0.0)
+    p.add_argument("--freeze-bn", action="store_true", help="keep every BatchNorm in eval mode while training")
+    p.add_argument("--delta", type=int, nargs=2, default=(1, 3))
+    p.add_argument("--min-gap", type=int, default=3, help="retrieval: query and gallery frames at least this far apart")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--output", default=None, help="where the trained model goes (default: a temporary folder)")
     p.add_argument("--json", default=None, help="write the figures here")
     args = p.parse_args(argv)
     data = Path(args.data)
     if not (data / "train").is_dir():
         p.error(f"--data: {data}/train not found")
-    torch.manual_seed(args.seed)
-    model = load_model(args.model, pretrained=False, input_size=tuple(args.input_size), device=args.device)
-    train_seqs = tuple(sorted(p.name for p in (data / "train").iterdir() if p.is_dir() and p.name not in HELD_OUT))
+    train_seqs = tuple(sorted(s.name for s in (data / "train").iterdir() if s.is_dir() and s.name not in HELD_OUT))
+    machine_before = _machine()
+    t_all = time.perf_counter()
+
+    def score(model: Any) -> tuple[dict[str, float], dict[str, float]]:
+        return (evaluate(model, data, HELD_OUT, min_gap=args.min_gap),
+                evaluate(model, data, train_seqs, min_gap=args.min_gap))
+
+    runs: dict[str, list[dict[str, Any]]] = {}
     t0 = time.perf_counter()
-    before = evaluate(model, data)
+    start_scores = score(_fresh_model(args))
     eval_s = time.perf_counter() - t0
-    before_in_domain = evaluate(model, data, train_seqs)
-
-    # training videos: the other sequences, through a temporary folder of links (det only, no labels)
-    import tempfile
-
+    if "start" in args.methods:
+        runs["start"] = [{"held_out": start_scores[0], "in_domain": start_scores[1]}]
+        print(f"start: {start_scores[0]}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        vids = Path(tmp) / "videos"
+        vids = Path(tmp) / "videos"  # training videos: links to the other sequences (det only, no labels used)
         vids.mkdir()
-        for seq in sorted((data / "train").iterdir()):
-            if seq.is_dir() and seq.name not in HELD_OUT:
-                (vids / seq.name).symlink_to(seq.resolve())
-        out = Path(args.output) if args.output else Path(tmp) / "run"
-        t0 = time.perf_counter()
-        result = train_isr(
-            model, vids, max_steps=args.steps, batch_size=args.batch_size, videos_per_batch=4, lr=args.lr,
-            reliability=args.reliability, margin_scale=args.margin_scale, momentum=args.momentum,
-            min_score=0.5, min_size=40, delta=(1, 3), seed=args.seed,
-            output_dir=out, checkpoint_every=max(args.steps, 1), device=args.device, progress=None,
-        )
-        train_s = time.perf_counter() - t0
-    after = evaluate(model, data)
-    after_in_domain = evaluate(model, data, train_seqs)
-    hist = result.history
+        for name in train_seqs:
+            (vids / name).symlink_to((data / "train" / name).resolve())
+        for method in (m for m in args.methods if m != "start"):
+            for seed in args.seeds:
+                torch.manual_seed(seed)
+                model = _fresh_model(args)
+                t0 = time.perf_counter()
+                result = train_isr(
+                    model, vids, max_steps=args.steps, batch_size=args.batch_size,
+                    videos_per_batch=args.videos_per_batch, lr=args.lr, warmup_steps=args.warmup_steps,
+                    reliability="uniform" if method == "uniform" else "margin", margin_scale=args.margin_scale,
+                    momentum=args.momentum, color_jitter=args.color_jitter, freeze_bn=args.freeze_bn,
+                    positives="instance" if method == "instance" else "mined",
+                    min_score=0.5, min_size=40, delta=tuple(args.delta), seed=seed,
+                    output_dir=Path(tmp) / f"{method}-{seed}", checkpoint_every=args.steps, device=args.device,
+                    progress=False,
+                )
+                train_s = time.perf_counter() - t0
+                held, dom = score(model)
+                hist = result.history
+                runs.setdefault(method, []).append({
+                    "seed": seed, "held_out": held, "in_domain": dom, "train_seconds": round(train_s, 1),
+                    "images_per_s": float(np.median([h["images_per_s"] for h in hist])),
+                    "loss_first5": float(np.mean([h["loss"] for h in hist[:5]])),
+                    "loss_last5": float(np.mean([h["loss"] for h in hist[-5:]])),
+                    "pairs_per_step": float(np.mean([h["pairs"] for h in hist])),
+                    "mean_reliability": float(np.mean([h["reliability"] for h in hist])),
+                })
+                print(f"{method} seed {seed}: {train_s:.0f} s; held-out {held}", file=sys.stderr)
+    results = {
+        m: {
+            part: {k: _summary([r[part] for r in rs], k) for k in (*METRICS, "wrong_pairs")}
+            for part in ("held_out", "in_domain")
+        }
+        for m, rs in runs.items()
+    }
     report = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, threads {torch.get_num_threads()}",
-        "model": args.model, "input_size": list(args.input_size), "steps": args.steps, "batch_size": args.batch_size,
-        "reliability": args.reliability, "margin_scale": args.margin_scale, "momentum": args.momentum,
-        "train_seconds": round(train_s, 1), "eval_seconds": round(eval_s, 1),
-        "images_per_s": float(np.median([h["images_per_s"] for h in hist])),
-        "loss_first5": float(np.mean([h["loss"] for h in hist[:5]])),
-        "loss_last5": float(np.mean([h["loss"] for h in hist[-5:]])),
-        "pairs_per_batch": float(np.mean([h["pairs"] for h in hist])),
-        "held_out": HELD_OUT, "before": before, "after": after,
-        "training_sequences": train_seqs, "before_in_domain": before_in_domain, "after_in_domain": after_in_domain,
+        "command": " ".join(["python benchmarks/isr_mot17.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine_at_start": machine_before, "machine_at_end": _machine(),
+        "total_seconds": round(time.perf_counter() - t_all, 1), "eval_seconds_per_model": round(eval_s, 1),
+        "model": args.model, "pretrained": not args.random_init,
+        "input_size": list(args.input_size) if args.input_size else None,
+        "settings": {k: v for k, v in vars(args).items() if k not in ("data", "json", "methods")},
+        "held_out": HELD_OUT, "training_sequences": train_seqs,
+        "start_counts": {"held_out_scored_pairs": start_scores[0]["scored_pairs"],
+                         "held_out_wrong_pairs": start_scores[0]["wrong_pairs"],
+                         "held_out_queries": start_scores[0]["queries"],
+                         "in_domain_wrong_pairs": start_scores[1]["wrong_pairs"],
+                         "in_domain_queries": start_scores[1]["queries"]},
+        "results": results, "runs": runs,
     }
     print(json.dumps(report, indent=2))
+    print(markdown(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -128,3 +128,45 @@ def test_photometric_jitter_matches_float64_formula():
     want = np.round(np.clip(x, 0, 1) * 255)
     assert np.abs(got.numpy().astype(np.float64) - want).max() <= 1  # float32 vs float64 rounding
     assert (got != images).float().mean() > 0.5  # it does change the pixels
+
+
+def test_instance_positives_pair_each_crop_with_its_augmented_copy(videos: Path, monkeypatch) -> None:
+    """positives="instance" (the no-mining ablation): rows i and i + n are two views of one crop, weight 1."""
+    import isr_reid.train.isr as isr_mod
+
+    calls = []
+    real = isr_mod.reliability_contrastive_loss
+
+    def spy(emb, a, b, w, temperature):
+        calls.append((emb.shape[0], a.cpu(), b.cpu(), w.cpu()))
+        return real(emb, a, b, w, temperature)
+
+    monkeypatch.setattr(isr_mod, "reliability_contrastive_loss", spy)
+    result = train_isr(_model(), videos, max_steps=2, positives="instance", color_jitter=0.2, **KW)
+    assert len(calls) == 2 and result.history[-1]["pairs"] > 0
+    for n, a, b, w in calls:
+        assert n % 2 == 0 and n <= KW["batch_size"]
+        assert torch.equal(a, torch.arange(n // 2)) and torch.equal(b, a + n // 2) and bool((w == 1).all())
+    with pytest.raises(ValueError, match="positives"):
+        train_isr(_model(), videos, max_steps=1, positives="frames", **KW)
+
+
+def test_random_resized_crop_keeps_shape_and_range():
+    from isr_reid.train.isr import _random_resized_crop
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (5, 3, 32, 16), dtype=torch.uint8, generator=g)
+    out = _random_resized_crop(images, 0.64, g)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert not torch.equal(out, images)
+    flat = torch.full((1, 3, 32, 16), 77, dtype=torch.uint8)
+    assert torch.equal(_random_resized_crop(flat, 0.64, g), flat)  # a constant image stays constant
+
+
+def test_freeze_bn_keeps_the_running_statistics(videos: Path) -> None:
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    train_isr(model, videos, max_steps=2, freeze_bn=True, **KW)
+    after = model.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
+    assert not torch.equal(model.head.bn.weight, torch.ones_like(model.head.bn.weight))  # affine still trains

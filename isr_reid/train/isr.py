@@ -14,6 +14,11 @@ One step (Dou et al., ICCV 2023, with the choices the paper leaves open made her
    gets a reliability (:func:`isr_reid.train.matching.pair_reliability`).
 4. Loss: :func:`isr_reid.train.losses.reliability_contrastive_loss` over the whole batch.
 
+``positives="instance"`` is the ablation without inter-frame mining (plain instance contrast, as in
+SimCLR/MoCo): each step takes the crops of the first frame of each pair only, embeds two independently
+augmented views of each (flip, ``color_jitter``, and a random resized crop of 64-100% of the area),
+and the two views of a crop are its only positive, with weight 1.
+
 Adam (lr 3.5e-4, weight decay 5e-4, the usual ReID setting) with linear warm-up and cosine decay.
 """
 
@@ -46,7 +51,7 @@ from ._common import (
     show_progress,
 )
 from .losses import reliability_contrastive_loss
-from .matching import mine_pairs
+from .matching import MinedPairs, mine_pairs
 
 if TYPE_CHECKING:
     from ..data.video import VideoSet
@@ -90,6 +95,28 @@ def _photometric_jitter(images: torch.Tensor, strength: float, gen: torch.Genera
     return (x.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+def _random_resized_crop(images: torch.Tensor, min_area: float, gen: torch.Generator) -> torch.Tensor:
+    """Per image, a random box of ``min_area`` to 100% of the area (aspect ratio 3/4 to 4/3 of the
+    image's), resized back to the full size: uint8 (B, 3, H, W) in and out."""
+    import math
+
+    import torch.nn.functional as F
+
+    n, _, h, w = images.shape
+    out = torch.empty_like(images)
+    area = min_area + (1 - min_area) * torch.rand(n, generator=gen)
+    log_ratio = math.log(4 / 3) * (2 * torch.rand(n, generator=gen) - 1)
+    pos = torch.rand(n, 2, generator=gen)
+    for i in range(n):
+        ratio = math.exp(float(log_ratio[i]))
+        ch = min(h, max(1, round(h * math.sqrt(float(area[i]) / ratio))))
+        cw = min(w, max(1, round(w * math.sqrt(float(area[i]) * ratio))))
+        y0, x0 = int(pos[i, 0] * (h - ch + 1)), int(pos[i, 1] * (w - cw + 1))
+        crop = images[i : i + 1, :, y0 : y0 + ch, x0 : x0 + cw].float()
+        out[i] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+    return out
+
+
 def _raise_non_finite(what: str, step: int, rank: int, ckpt_path: Path | None) -> None:
     last = (
         f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None and ckpt_path.is_file() else
@@ -121,6 +148,8 @@ def train_isr(
     min_size: float | Sequence[float] = 0.0,
     flip_prob: float = 0.5,
     color_jitter: float = 0.0,
+    positives: str = "mined",
+    freeze_bn: bool = False,
     output_dir: str | Path | None = None,
     checkpoint_every: int = 100,
     resume: bool = False,
@@ -144,7 +173,11 @@ def train_isr(
     :class:`NonFiniteLossError`. ``callback(record)`` runs after
     each step. The model is returned to eval mode. ``color_jitter`` > 0 applies an independent
     per-channel gain and gamma to every crop (off by default, as in the paper's pipeline; useful
-    when the cameras you will match across differ in colour and exposure).
+    when the cameras you will match across differ in colour and exposure). ``positives="instance"``
+    replaces the inter-frame mining by plain instance contrast (see the module docstring).
+    ``freeze_bn=True`` keeps every BatchNorm (trunk and BNNeck) in eval mode: running statistics stay
+    those of the start, the affine parameters still train, and the training embedding is the one
+    used at test time (for a pretrained start fine-tuned on few videos).
     """
     from ..data.frame_pairs import FramePairSampler
     from ..data.video import load_videos
@@ -155,6 +188,8 @@ def train_isr(
         raise ValueError(
             f"batch_size ({batch_size}) must hold at least one crop per frame: >= 2 * videos_per_batch ({videos_per_batch})"
         )
+    if positives not in ("mined", "instance"):
+        raise ValueError(f"positives must be 'mined' or 'instance', got {positives!r}")
     if momentum is not None and not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be in [0, 1), got {momentum}")
     if resume and output_dir is None:
@@ -178,6 +213,10 @@ def train_isr(
     torch.manual_seed(seed)
 
     model.to(dev).train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
     ema = None
     if momentum is not None:
         ema = copy.deepcopy(model).eval()
@@ -188,6 +227,7 @@ def train_isr(
         "videos_per_batch": videos_per_batch, "lr": lr, "weight_decay": weight_decay, "warmup_steps": warmup_steps,
         "temperature": temperature, "delta": list(delta), "reliability": reliability, "margin_scale": margin_scale,
         "min_similarity": min_similarity, "momentum": momentum, "color_jitter": color_jitter, "flip_prob": flip_prob,
+        "positives": positives, "freeze_bn": freeze_bn,
         "min_score": min_score, "min_size": min_size, "num_videos": len(vs), "num_crops": vs.num_crops(),
         "seed": seed, "world_size": dist_info.world_size,
     }
@@ -252,8 +292,13 @@ def train_isr(
                 ib = list(range(len(crops), len(crops) + len(p.crops_b)))
                 crops.extend(p.crops_b)
                 groups.append((ia, ib))
+            if positives == "instance":  # one frame per pair, each crop twice: rows i and i + n are views of one crop
+                crops = [c for p in pairs for c in p.crops_a]
+                crops = crops + crops
             frame_cache.clear()
             images = load_crops(crops, size, frame_cache)
+            if positives == "instance":
+                images = _random_resized_crop(images, 0.64, flip_gen)
             flip = torch.rand(len(crops), generator=flip_gen) < flip_prob
             images[flip] = images[flip].flip(3)
             if color_jitter > 0:
@@ -269,8 +314,14 @@ def train_isr(
                     mine_emb = ema(x).float()
             else:
                 mine_emb = emb.detach()
-            mined = mine_pairs(mine_emb, groups, reliability=reliability, margin_scale=margin_scale,
-                               min_similarity=min_similarity)
+            if positives == "instance":
+                half = len(crops) // 2
+                idx = torch.arange(half)
+                sim = (mine_emb[:half] * mine_emb[half:]).sum(1).cpu().double().numpy()
+                mined = MinedPairs(idx.numpy(), (idx + half).numpy(), sim, sim * 0 + 1.0)
+            else:
+                mined = mine_pairs(mine_emb, groups, reliability=reliability, margin_scale=margin_scale,
+                                   min_similarity=min_similarity)
             a = torch.from_numpy(mined.a).to(dev)
             b = torch.from_numpy(mined.b).to(dev)
             w = torch.from_numpy(mined.reliability).float().to(dev)
