@@ -248,13 +248,14 @@ def run_demo(
         order = np.argsort(dist[shown], axis=1, kind="stable")[:, :top_k]
         panels.append((f"{label}: {_pct(m)}", order, g_pids[order] == q_pids[:, None],
                        1.0 - np.take_along_axis(dist[shown], order, axis=1)))
-    kind = "ImageNet start" if pretrained else "PIPELINE CHECK from random init, not evidence about ISR"
+    start_text = "from ImageNet weights" if pretrained else "from RANDOM weights (pipeline check, not evidence about ISR)"
     picture = draw_ranked_comparison(
         [data.query[i][0] for i in shown], [p for p, _, _ in data.gallery], panels,
         out_path=output / "ranked_results.png",
-        title=f"ISR on unlabeled video: the same queries before and after training ({name}, {kind})",
-        subtitle=(f"{len(shown)} of {len(data.query)} queries (evenly spaced, held-out people), top-{top_k} matches from the "
-                  f"other cameras; {train_steps} ISR steps, no identity labels"),
+        title=("" if pretrained else "PIPELINE CHECK. ") + "ISR on unlabeled video: the same queries before and after training",
+        subtitle=(f"{name} {start_text}; {train_steps} ISR steps on unlabeled synthetic video, no identity labels. "
+                  f"{len(shown)} of {len(data.query)} queries (evenly spaced) of {num_test_ids} held-out people, "
+                  f"top-{top_k} matches from the other cameras"),
     )
     seconds = time.perf_counter() - t0
     metrics_file = output / "metrics.json"

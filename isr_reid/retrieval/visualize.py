@@ -173,7 +173,9 @@ def draw_ranked_comparison(
     width = w + _SEPARATOR + sum(widths) + panel_gap * (len(checked) - 1) + _GAP
     big, small = _font(18), _font(13)
     title_h = 24 * bool(title) + 20 * bool(subtitle) + 26 + 20  # title lines, legend, panel labels
-    canvas = Image.new("RGB", (max(width, 420), title_h + 4 + max(nq, 1) * row_h), (255, 255, 255))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text_w = max(int(measure.textlength(title, font=big)), int(measure.textlength(subtitle, font=small))) + 8
+    canvas = Image.new("RGB", (max(width, text_w, 560), title_h + 4 + max(nq, 1) * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     y = 4
     for text, font, step in ((title, big, 24), (subtitle, small, 20)):
