@@ -10,7 +10,11 @@ by default; ``--random-init`` for no weights):
 - ``isr``: ISR, pairs mined across frames, margin reliability (:func:`isr_reid.train.train_isr`);
 - ``uniform``: the same with every mined pair weighted 1 (the reliability ablation);
 - ``instance``: plain instance contrast, a crop and its augmented copy as the only positive, no
-  inter-frame mining (``train_isr(positives="instance")``).
+  inter-frame mining (``train_isr(positives="instance")``);
+- diagnostics, not run by default: ``start_bnneck_stats`` (the start with its BNNeck's running
+  statistics set to those of the training detections, i.e. the standardisation a train-mode BNNeck
+  applies, no training) and ``start_adabn`` (the trunk's BatchNorm statistics re-estimated on the
+  training detections too, as train-mode BatchNorm drifts towards them).
 
 Training uses the public detections (``det``) of the training sequences only, without labels.
 Scoring uses ground truth only to score: detections are matched to gt boxes (IoU >= 0.5, one-to-one).
@@ -50,6 +54,7 @@ from isr_reid.train import match_pairs, pair_reliability, train_isr
 
 HELD_OUT = ("MOT17-02-FRCNN", "MOT17-05-FRCNN", "MOT17-11-FRCNN")
 METHODS = ("start", "isr", "uniform", "instance")
+DIAGNOSTICS = ("start_bnneck_stats", "start_adabn")
 METRICS = ("mining_precision", "reliability_auroc", "rank1", "mAP")
 
 
@@ -74,12 +79,12 @@ def _det_track_ids(det_boxes: np.ndarray, gt_boxes: np.ndarray, gt_ids: np.ndarr
     return out
 
 
-_CROPS: dict[tuple[str, str], tuple[Any, list[Image.Image]]] = {}
+_CROPS: dict[tuple[Any, ...], tuple[Any, list[Image.Image]]] = {}
 
 
 def _sequence(data: Path, name: str, source: str, min_score: float | None, min_size: float) -> tuple[Any, list[Image.Image]]:
     """A sequence and its crops (PIL), decoded once per process: every model is scored on the same crops."""
-    key = (name, source)
+    key = (name, source, min_score, min_size)
     if key not in _CROPS:
         seq = read_mot_sequence(data / "train" / name, source, min_score=min_score, min_size=min_size)
         frames = {int(f): Image.open(seq.image_path(int(f))).convert("RGB") for f in seq.image_frames}
@@ -157,6 +162,39 @@ def evaluate(model: Any, data: Path, sequences: tuple[str, ...] = HELD_OUT, *, m
     }
 
 
+@torch.no_grad()
+def recalibrate_bn(model: Any, crops: list[Image.Image], *, trunk: bool, batch_size: int = 32) -> Any:
+    """Re-estimate BatchNorm statistics on ``crops`` without training: the BNNeck's running mean/var set
+    to the pooled features' mean/var, and with ``trunk`` the trunk's BatchNorms (cumulative average over
+    shuffled batches of ``batch_size``, as train mode would see them) re-estimated first."""
+    from isr_reid.data.images import resize_image
+    from isr_reid.kernels import normalize_images
+
+    size = tuple(model.cfg.input_size)
+
+    def batch(cs: list[Image.Image]) -> torch.Tensor:
+        x = torch.from_numpy(np.stack([resize_image(np.asarray(c), size) for c in cs])).permute(0, 3, 1, 2)
+        return normalize_images(x.contiguous().to(model.device), model.cfg.mean, model.cfg.std)
+
+    if trunk:
+        bns = [m for m in model.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average
+        order = np.random.default_rng(0).permutation(len(crops))
+        model.train()
+        for i in range(0, len(crops), batch_size):
+            model.forward_features(batch([crops[j] for j in order[i : i + batch_size]]))
+        model.eval()
+        for m in bns:
+            m.momentum = 0.1
+    pooled = torch.cat([model.head.pool_features(model.forward_features(batch(crops[i : i + 64])))
+                        for i in range(0, len(crops), 64)])
+    model.head.bn.running_mean.copy_(pooled.mean(0))
+    model.head.bn.running_var.copy_(pooled.var(0))
+    return model
+
+
 def _machine() -> str:
     try:
         load = subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
@@ -184,7 +222,8 @@ def markdown(report: dict[str, Any]) -> str:
             return f"{s['median']:.3f}"
         return f"{s['median']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
 
-    head = ["method", *(f"held-out {m}" for m in METRICS), "in-domain mining precision", "in-domain rank-1", "in-domain mAP"]
+    names = {"mining_precision": "mining precision", "reliability_auroc": "reliability AUROC", "rank1": "rank-1", "mAP": "mAP"}
+    head = ["method", *(f"held-out {names[m]}" for m in METRICS), "in-domain mining precision", "in-domain rank-1", "in-domain mAP"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, res in report["results"].items():
         row = [method, *(cell(res["held_out"][m]) for m in METRICS)]
@@ -199,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="isr_mobilenetv2")
     p.add_argument("--random-init", action="store_true", help="start from random weights instead of the model's pretrained ones")
     p.add_argument("--input-size", type=int, nargs=2, default=None, help="H W (default: the model's)")
-    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--methods", nargs="+", choices=METHODS + DIAGNOSTICS, default=list(METHODS))
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--batch-size", type=int, default=32)
@@ -233,12 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     if "start" in args.methods:
         runs["start"] = [{"held_out": start_scores[0], "in_domain": start_scores[1]}]
         print(f"start: {start_scores[0]}", file=sys.stderr)
+    for method in (m for m in args.methods if m in DIAGNOSTICS):
+        crops = [c for name in train_seqs for c in _sequence(data, name, "det", 0.5, 40)[1]]  # what training sees
+        model = recalibrate_bn(_fresh_model(args), crops, trunk=method == "start_adabn")
+        held, dom = score(model)
+        runs[method] = [{"held_out": held, "in_domain": dom}]
+        print(f"{method}: {held}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         vids = Path(tmp) / "videos"  # training videos: links to the other sequences (det only, no labels used)
         vids.mkdir()
         for name in train_seqs:
             (vids / name).symlink_to((data / "train" / name).resolve())
-        for method in (m for m in args.methods if m != "start"):
+        for method in (m for m in args.methods if m in METHODS and m != "start"):
             for seed in args.seeds:
                 torch.manual_seed(seed)
                 model = _fresh_model(args)
