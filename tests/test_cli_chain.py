@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _market_reference import naive_market_metrics
 from PIL import Image
 
 from isr_reid.cli import build_parser, main
@@ -37,22 +38,6 @@ def data(tmp_path_factory) -> Path:
                 img = np.clip(base + rng.normal(0, 40, (32, 16, 3)), 0, 255).astype(np.uint8)
                 _write(root / split / f"{pid:04d}" / f"c{cam}_{k}.png", img)
     return root
-
-
-def _naive(q, g, qp, gp, qc, gc, dist=None):
-    """Per-query loop of the Market-1501 protocol on float64 cosine distances: (R1, mAP, num_valid)."""
-    d = 1 - q.astype(np.float64) @ g.astype(np.float64).T if dist is None else dist
-    r1, aps = [], []
-    for i in range(len(q)):
-        order = np.argsort(d[i], kind="stable")
-        keep = ~((gp[order] == qp[i]) & (gc[order] == qc[i]))
-        hits = (gp[order] == qp[i])[keep]
-        if not hits.any():
-            continue
-        r1.append(float(hits[0]))
-        pos = np.flatnonzero(hits)
-        aps.append(np.mean((np.arange(len(pos)) + 1) / (pos + 1)))
-    return np.mean(r1), np.mean(aps), len(aps)
 
 
 def _labels(paths):
@@ -91,7 +76,7 @@ def test_extract_then_search_then_evaluate(data, tmp_path, capsys, suffix):
     # evaluate: the same file, labelled by the dataset, against a loop over queries.
     pids, cams, is_q = _labels(f.paths)
     gal = ~is_q
-    r1, m_ap, nv = _naive(f.embeddings[is_q], f.embeddings[gal], pids[is_q], pids[gal], cams[is_q], cams[gal])
+    r1, m_ap, nv = naive_market_metrics(f.embeddings[is_q], f.embeddings[gal], pids[is_q], pids[gal], cams[is_q], cams[gal])
     e1 = tmp_path / "e1.json"
     assert main(["evaluate", "--features", str(feats), "--dataset", "folder", "--root", str(data),
                  "--json", str(e1), "--no-progress"]) == 0
@@ -214,12 +199,12 @@ def test_evaluate_metric_scl_on_a_features_file(tmp_path):
     dist = np.array([[0.5 * np.linalg.norm(qg[i] - gg[j])
                       + 0.5 * np.mean([np.linalg.norm(qs[i, k] - gs[j, k]) for k in range(8)])
                       for j in range(n_g)] for i in range(n_q)])
-    r1, m_ap, _ = _naive(emb[:n_q], emb[n_q:], qp, gp, qc, gc, dist=dist)
+    r1, m_ap, _ = naive_market_metrics(emb[:n_q], emb[n_q:], qp, gp, qc, gc, dist=dist)
     out = tmp_path / "e.json"
     assert main(["evaluate", "--features", str(feats), "--metric", "scl", "--json", str(out)]) == 0
     r = json.loads(out.read_text())
     assert r["metric"] == "scl" and r["mAP"] == pytest.approx(m_ap, abs=1e-6) and r["R1"] == pytest.approx(r1)
-    cos_map = _naive(emb[:n_q], emb[n_q:], qp, gp, qc, gc)[1]
+    cos_map = naive_market_metrics(emb[:n_q], emb[n_q:], qp, gp, qc, gc)[1]
     assert cos_map != pytest.approx(m_ap, abs=1e-6)  # the two metrics rank these differently
     assert main(["evaluate", "--features", str(feats), "--json", str(out)]) == 0
     assert json.loads(out.read_text())["mAP"] == pytest.approx(cos_map, abs=1e-6)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _market_reference import naive_market_metrics
 from PIL import Image
 
 from isr_reid.cli import main
@@ -34,22 +35,6 @@ def setup(tmp_path_factory):
     return root, model
 
 
-def _naive_metrics(q, g, qp, gp, qc, gc):
-    """Cosine distance and a per-query loop of the Market-1501 protocol (R1, mAP)."""
-    d = 1 - q.astype(np.float64) @ g.astype(np.float64).T
-    r1, aps = [], []
-    for i in range(len(q)):
-        order = np.argsort(d[i], kind="stable")
-        keep = ~((gp[order] == qp[i]) & (gc[order] == qc[i]))
-        hits = (gp[order] == qp[i])[keep]
-        if not hits.any():
-            continue
-        r1.append(float(hits[0]))
-        pos = np.flatnonzero(hits)
-        aps.append(np.mean((np.arange(len(pos)) + 1) / (pos + 1)))
-    return np.mean(r1), np.mean(aps), len(aps)
-
-
 def test_evaluate_folder(setup, capsys):
     from isr_reid.data.features import load_features
 
@@ -68,7 +53,7 @@ def test_evaluate_folder(setup, capsys):
     np.testing.assert_allclose(feats.embeddings, model.extract(feats.paths, progress=False), atol=1e-5)
     pids, cams = feats.extra["pids"], feats.extra["camids"]
     assert [int(Path(p).parent.name) for p in feats.paths] == pids.tolist()
-    r1, m_ap, nv = _naive_metrics(feats.embeddings[is_q], feats.embeddings[~is_q], pids[is_q], pids[~is_q],
+    r1, m_ap, nv = naive_market_metrics(feats.embeddings[is_q], feats.embeddings[~is_q], pids[is_q], pids[~is_q],
                                   cams[is_q], cams[~is_q])
     assert res["num_valid"] == nv == N_IDS
     assert res["R1"] == pytest.approx(r1, abs=1e-6) and res["mAP"] == pytest.approx(m_ap, abs=1e-6)
