@@ -94,3 +94,16 @@ def test_comparison_shows_each_panel_in_order(tmp_path):
         draw_ranked_comparison(queries, gallery, [], out_path=tmp_path / "x.png")
     with pytest.raises(IndexError, match="after"):
         draw_ranked_comparison(queries, gallery, [("after", after + 5, None, None)], out_path=tmp_path / "x.png")
+
+
+def test_comparison_wraps_a_long_subtitle_instead_of_widening(tmp_path):
+    from isr_reid.retrieval.visualize import draw_ranked_comparison
+
+    queries, gallery = [_solid((0, 0, 255))], [_solid((200, 5, 90)) for _ in range(3)]
+    panels = [("before", np.array([[0, 1, 2]]), None, None)]
+    kw = dict(title="T", thumb_size=(32, 16))
+    short = Image.open(draw_ranked_comparison(queries, gallery, panels, out_path=tmp_path / "s.png", subtitle="w", **kw))
+    long_text = " ".join(["word"] * 300)  # thousands of pixels on one line
+    long = Image.open(draw_ranked_comparison(queries, gallery, panels, out_path=tmp_path / "l.png", subtitle=long_text, **kw))
+    assert long.width == short.width  # same thumbnails, same width
+    assert long.height > short.height + 20  # the subtitle took several lines

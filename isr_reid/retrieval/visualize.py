@@ -7,7 +7,7 @@ ranked by several models side by side (e.g. before and after training), under a 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +139,17 @@ def _check_panel(name: str, ranked: Any, correct: Any, scores: Any, nq: int, ng:
             None if scores is None else np.asarray(scores, dtype=np.float64))
 
 
+def _wrap(text: str, length: Callable[[str], float], max_width: float) -> list[str]:
+    """``text`` split at spaces into lines no wider than ``max_width`` (a longer single word keeps its own line)."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and length(f"{lines[-1]} {word}") <= max_width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines
+
+
 def draw_ranked_comparison(
     query_images: Sequence[Any],
     gallery_images: Sequence[Any],
@@ -172,13 +183,15 @@ def draw_ranked_comparison(
     widths = [r.shape[1] * (w + _GAP) for _, r, _, _ in checked]
     width = w + _SEPARATOR + sum(widths) + panel_gap * (len(checked) - 1) + _GAP
     big, small = _font(18), _font(13)
-    title_h = 24 * bool(title) + 20 * bool(subtitle) + 26 + 20  # title lines, legend, panel labels
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(int(measure.textlength(title, font=big)), int(measure.textlength(subtitle, font=small))) + 8
-    canvas = Image.new("RGB", (max(width, text_w, 560), title_h + 4 + max(nq, 1) * row_h), (255, 255, 255))
+    canvas_w = max(width, int(measure.textlength(title, font=big)) + 8, 560)
+    # The subtitle wraps to the thumbnails' width rather than widening the picture.
+    sub_lines = _wrap(subtitle, lambda t: measure.textlength(t, font=small), canvas_w - 8)
+    title_h = 24 * bool(title) + 20 * len(sub_lines) + 26 + 20  # title lines, legend, panel labels
+    canvas = Image.new("RGB", (canvas_w, title_h + 4 + max(nq, 1) * row_h), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     y = 4
-    for text, font, step in ((title, big, 24), (subtitle, small, 20)):
+    for text, font, step in ((title, big, 24), *((line, small, 20) for line in sub_lines)):
         if text:
             draw.text((4, y), text, fill=(0, 0, 0), font=font)
             y += step
