@@ -100,15 +100,9 @@ def draw_ranked_results(
         canvas.paste(_thumb(_open(query_images[i], f"query_images[{i}]"), (h, w), None), (0, y))
         sx = w + _SEPARATOR // 2
         draw.line([(sx, y), (sx, y + h)], fill=(0, 0, 0), width=2)
-        for j in range(k):
-            gi = int(ranked[i, j])
-            if gi not in cache:
-                cache[gi] = _open(gallery_images[gi], f"gallery_images[{gi}]")
-            border = None if correct is None else (_GREEN if correct[i, j] else _RED)
-            x = w + _SEPARATOR + j * (w + _GAP)
-            canvas.paste(_thumb(cache[gi], (h, w), border), (x, y))
-            if scores is not None:
-                draw.text((x + 2, y + h + 1), f"{scores[i, j]:.3f}", fill=(0, 0, 0))
+        _paste_ranked_row(canvas, draw, cache, gallery_images, ranked[i],
+                          None if correct is None else correct[i], None if scores is None else scores[i],
+                          x0=w + _SEPARATOR, y=y, thumb_size=(h, w))
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
@@ -137,6 +131,22 @@ def _check_panel(name: str, ranked: Any, correct: Any, scores: Any, nq: int, ng:
             raise ValueError(f"{name}: {what} must have shape {ranked.shape}, got {np.asarray(arr).shape}")
     return (ranked, None if correct is None else np.asarray(correct, dtype=bool),
             None if scores is None else np.asarray(scores, dtype=np.float64))
+
+
+def _paste_ranked_row(canvas: Any, draw: Any, cache: dict[int, Any], gallery_images: Sequence[Any],
+                      ranked_row: np.ndarray, correct_row: np.ndarray | None, scores_row: np.ndarray | None,
+                      *, x0: int, y: int, thumb_size: tuple[int, int]) -> None:
+    """Paste one query's ranked gallery thumbnails from ``x0`` rightwards (bordered, scored); ``cache``
+    keeps each gallery image opened once however many rows show it."""
+    h, w = thumb_size
+    for j, gi in enumerate(int(v) for v in ranked_row):
+        if gi not in cache:
+            cache[gi] = _open(gallery_images[gi], f"gallery_images[{gi}]")
+        border = None if correct_row is None else (_GREEN if correct_row[j] else _RED)
+        x = x0 + j * (w + _GAP)
+        canvas.paste(_thumb(cache[gi], (h, w), border), (x, y))
+        if scores_row is not None:
+            draw.text((x + 2, y + h + 1), f"{scores_row[j]:.3f}", fill=(0, 0, 0))
 
 
 def _wrap(text: str, length: Callable[[str], float], max_width: float) -> list[str]:
@@ -219,15 +229,9 @@ def draw_ranked_comparison(
             if p:
                 gx = px - panel_gap // 2
                 draw.line([(gx, ry), (gx, ry + h)], fill=(120, 120, 120), width=1)
-            for j in range(ranked.shape[1]):
-                gi = int(ranked[i, j])
-                if gi not in cache:
-                    cache[gi] = _open(gallery_images[gi], f"gallery_images[{gi}]")
-                border = None if correct is None else (_GREEN if correct[i, j] else _RED)
-                tx = px + j * (w + _GAP)
-                canvas.paste(_thumb(cache[gi], (h, w), border), (tx, ry))
-                if scores is not None:
-                    draw.text((tx + 2, ry + h + 1), f"{scores[i, j]:.3f}", fill=(0, 0, 0))
+            _paste_ranked_row(canvas, draw, cache, gallery_images, ranked[i],
+                              None if correct is None else correct[i], None if scores is None else scores[i],
+                              x0=px, y=ry, thumb_size=(h, w))
 
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
