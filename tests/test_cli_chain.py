@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _market_reference import naive_market_metrics
+from _people_folder import write_people_folder
 from PIL import Image
 
 from isr_reid.cli import build_parser, main
@@ -28,16 +29,7 @@ def _write(path: Path, img: np.ndarray) -> None:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """<root>/{query,gallery}/<pid>/c<cam>_<k>.png: a colour per person plus noise."""
-    root = tmp_path_factory.mktemp("chain") / "data"
-    rng = np.random.default_rng(0)
-    for pid in range(1, N_IDS + 1):
-        base = rng.integers(0, 255, 3)
-        for cam in range(1, N_CAMS + 1):
-            for k in range(PER_CAM):
-                split = "query" if (cam == 1 and k == 0) else "gallery"
-                img = np.clip(base + rng.normal(0, 40, (32, 16, 3)), 0, 255).astype(np.uint8)
-                _write(root / split / f"{pid:04d}" / f"c{cam}_{k}.png", img)
-    return root
+    return write_people_folder(tmp_path_factory.mktemp("chain") / "data", N_IDS, N_CAMS, PER_CAM, ".png")
 
 
 def _labels(paths):

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _market_reference import naive_market_metrics
+from _people_folder import write_people_folder
 from PIL import Image
 
 from isr_reid.cli import main
@@ -20,16 +21,7 @@ def setup(tmp_path_factory):
     from isr_reid import load_model
 
     root = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
-    for pid in range(1, N_IDS + 1):
-        base = rng.integers(0, 255, 3)
-        for cam in range(1, N_CAMS + 1):
-            for k in range(PER_CAM):
-                split = "query" if (cam == 1 and k == 0) else "gallery"
-                img = np.clip(base + rng.normal(0, 40, (32, 16, 3)), 0, 255).astype(np.uint8)
-                path = root / "data" / split / f"{pid:04d}" / f"c{cam}_{k}.jpg"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(img).save(path)
+    write_people_folder(root / "data", N_IDS, N_CAMS, PER_CAM, ".jpg")
     model = load_model("isr_resnet18", pretrained=False, device="cpu", input_size=(64, 32))
     model.save_pretrained(root / "model")
     return root, model
